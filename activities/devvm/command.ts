@@ -1,0 +1,70 @@
+import type { CappedText } from '../output-cap.js';
+import { runSshCommand, type SshTarget } from '../ssh/connection.js';
+import { SshError } from '../ssh/errors.js';
+
+export const MAX_COMMAND_LENGTH = 4096;
+export const MAX_TIMEOUT_SECONDS = 600;
+/** Grace beyond the remote `timeout` before the client gives up on the connection itself. */
+const CLIENT_GRACE_MS = 10_000;
+
+export interface DevvmCommandOptions {
+  timeoutSeconds: number;
+  onOutput?: (stream: 'stdout' | 'stderr', chunk: Buffer) => void;
+  signal?: AbortSignal;
+  headBytes?: number;
+  tailBytes?: number;
+}
+
+export interface DevvmCommandResult {
+  command: string;
+  exitCode: number | null;
+  exitSignal: string | null;
+  /** The remote `timeout` ended the command (exit 124/137). */
+  timedOut: boolean;
+  stdout: CappedText;
+  stderr: CappedText;
+  durationMs: number;
+}
+
+export function shellQuote(text: string): string {
+  return `'${text.replace(/'/g, `'\\''`)}'`;
+}
+
+/**
+ * The remote time limit is enforced on the devvm itself with coreutils' timeout: closing the
+ * SSH channel does not reliably stop a command that ignores SIGHUP.
+ */
+export function wrapWithTimeout(command: string, timeoutSeconds: number): string {
+  return `timeout --kill-after=5 ${timeoutSeconds} sh -c ${shellQuote(command)}`;
+}
+
+export function validateDevvmCommand(command: string, timeoutSeconds: number): void {
+  if (command.trim() === '') throw new SshError('verb_rejected', 'command: must not be empty');
+  if (command.length > MAX_COMMAND_LENGTH) throw new SshError('verb_rejected', `command: longer than ${MAX_COMMAND_LENGTH} characters`);
+  if (command.includes('\0')) throw new SshError('verb_rejected', 'command: contains a NUL byte');
+  if (!Number.isInteger(timeoutSeconds) || timeoutSeconds < 1 || timeoutSeconds > MAX_TIMEOUT_SECONDS) {
+    throw new SshError('verb_rejected', `timeoutSeconds: must be a whole number from 1 to ${MAX_TIMEOUT_SECONDS}`);
+  }
+}
+
+/** Runs an operator's or the agent's command on the devvm. A non-zero exit is a result. */
+export async function runDevvmCommand(target: SshTarget, command: string, options: DevvmCommandOptions): Promise<DevvmCommandResult> {
+  validateDevvmCommand(command, options.timeoutSeconds);
+  const output = await runSshCommand(target, {
+    command: wrapWithTimeout(command, options.timeoutSeconds),
+    deadlineMs: options.timeoutSeconds * 1000 + CLIENT_GRACE_MS,
+    ...(options.headBytes !== undefined ? { headBytes: options.headBytes } : {}),
+    ...(options.tailBytes !== undefined ? { tailBytes: options.tailBytes } : {}),
+    ...(options.onOutput ? { onOutput: options.onOutput } : {}),
+    ...(options.signal ? { signal: options.signal } : {}),
+  });
+  return {
+    command,
+    exitCode: output.exitCode,
+    exitSignal: output.exitSignal,
+    timedOut: output.exitCode === 124 || output.exitCode === 137,
+    stdout: output.stdout,
+    stderr: output.stderr,
+    durationMs: output.durationMs,
+  };
+}

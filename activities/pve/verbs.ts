@@ -1,0 +1,192 @@
+import { runSshCommand, type SshTarget } from '../ssh/connection.js';
+import { SshError } from '../ssh/errors.js';
+import { capSections, summarizeForensics, type RawSection } from './forensics.js';
+import type {
+  ForensicsRef,
+  ForensicsResult,
+  MutatingVerb,
+  MutationResult,
+  PveVerb,
+  StatusResult,
+  VerbStep,
+  VmState,
+} from '../../workflows/pve-types.js';
+
+/** Mirrors host/pve/pve-dispatch's request-id rule, so a bad id fails here, not on the host. */
+export const REQUEST_ID_PATTERN = /^[A-Za-z][A-Za-z0-9._-]{7,127}$/;
+
+export interface VerbCallOptions {
+  requestId?: string;
+  /** Client-side deadline; keep it above the host's result_wait so the host answers first. */
+  deadlineMs: number;
+  signal?: AbortSignal;
+}
+
+/* The host's JSON, snake_case as printed by the dispatcher. */
+interface RawVm {
+  status: string;
+  qmpstatus: string;
+  pid: number | null;
+  uptime: number | null;
+  lock: string;
+  pending: { present: boolean; lines: string[] };
+  error?: string;
+}
+interface RawForensicsRef {
+  path: string;
+  sha256: string;
+  duration_ms: number;
+}
+interface RawResult {
+  ok: boolean;
+  result: 'ok' | 'failed' | 'rejected' | 'busy' | 'in_progress' | 'unknown' | 'config_error';
+  replayed?: boolean;
+  verb?: string;
+  request_id?: string;
+  vmid?: number;
+  reason?: string;
+  holder?: { verb: string; request_id: string; since: string } | null;
+  at?: string;
+  vm?: RawVm;
+  started_at?: string;
+  finished_at?: string;
+  forensics?: RawForensicsRef | null;
+  document?: { captured_at: string; sections: RawSection[] };
+  before?: RawVm;
+  after?: RawVm;
+  steps?: { name: string; exit: number; timed_out: boolean; duration_ms: number; output: string }[];
+  old_pid?: number | null;
+  new_pid?: number | null;
+  pending_applied?: boolean;
+  pid_unchanged?: boolean;
+  pending_unapplied?: boolean;
+  warning?: string;
+  qemu_survived?: boolean;
+  survivor?: { pid: number; state: string; note: string };
+  failed_at?: string | null;
+}
+
+function vmState(raw: RawVm): VmState {
+  return {
+    status: raw.status,
+    qmpstatus: raw.qmpstatus,
+    pid: raw.pid,
+    uptimeSeconds: raw.uptime,
+    lock: raw.lock,
+    pending: raw.pending,
+    ...(raw.error ? { error: raw.error } : {}),
+  };
+}
+
+function forensicsRef(raw: RawForensicsRef | null | undefined): ForensicsRef | null {
+  return raw ? { path: raw.path, sha256: raw.sha256, durationMs: raw.duration_ms } : null;
+}
+
+const LOCKED = /VM is locked|can't lock file/;
+
+/** Turns a non-ok host answer into the matching typed error. */
+function failure(raw: RawResult, verb: PveVerb): SshError {
+  const holder = raw.holder ? ` (held by ${raw.holder.verb} ${raw.holder.request_id} since ${raw.holder.since})` : '';
+  switch (raw.result) {
+    case 'rejected':
+      return new SshError('verb_rejected', `PVE host rejected "${verb}": ${raw.reason ?? 'no reason given'}`, raw);
+    case 'busy':
+      return new SshError('busy', `PVE host is busy with another verb${holder}`, raw);
+    case 'in_progress':
+      return new SshError('in_progress', `${verb} ${raw.request_id} is still running on the PVE host${holder}`, raw);
+    case 'unknown':
+      return new SshError('outcome_unknown', `${verb} ${raw.request_id}: ${raw.reason ?? 'outcome unknown'}`, raw);
+    case 'config_error':
+      return new SshError('host_config', `PVE host install config error: ${raw.reason ?? ''}`, raw);
+    default: {
+      const failedStep = raw.steps?.find((step) => step.exit !== 0);
+      const detail = failedStep ? `${failedStep.name} exited ${failedStep.exit}${failedStep.timed_out ? ' (timed out on the host)' : ''}: ${failedStep.output.trim()}` : raw.reason ?? 'failed';
+      if (failedStep && LOCKED.test(failedStep.output)) return new SshError('vm_locked', `${verb} refused: ${failedStep.output.trim()}`, parseMutation(raw));
+      if (raw.qemu_survived) return new SshError('verb_failed', `${verb} failed: the QEMU process ${raw.survivor?.pid} survived (state ${raw.survivor?.state})`, parseMutation(raw));
+      return new SshError('verb_failed', `${verb} failed: ${detail}`, raw.before ? parseMutation(raw) : raw);
+    }
+  }
+}
+
+function parseMutation(raw: RawResult): MutationResult {
+  const steps: VerbStep[] = (raw.steps ?? []).map((step) => ({
+    name: step.name,
+    exit: step.exit,
+    timedOut: step.timed_out,
+    durationMs: step.duration_ms,
+    output: step.output,
+  }));
+  const before = vmState(raw.before as RawVm);
+  const after = vmState(raw.after as RawVm);
+  return {
+    verb: raw.verb as MutatingVerb,
+    vmid: raw.vmid ?? 0,
+    requestId: raw.request_id ?? '',
+    ok: raw.ok,
+    replayed: raw.replayed === true,
+    startedAt: raw.started_at ?? '',
+    finishedAt: raw.finished_at ?? '',
+    forensics: forensicsRef(raw.forensics),
+    before,
+    after,
+    steps,
+    oldPid: raw.old_pid ?? before.pid,
+    newPid: raw.new_pid ?? after.pid,
+    ...(raw.pending_applied !== undefined ? { pendingApplied: raw.pending_applied } : {}),
+    ...(raw.pid_unchanged !== undefined ? { pidUnchanged: raw.pid_unchanged } : {}),
+    ...(raw.pending_unapplied !== undefined ? { pendingUnapplied: raw.pending_unapplied } : {}),
+    ...(raw.warning ? { warning: raw.warning } : {}),
+    ...(raw.qemu_survived !== undefined ? { qemuSurvived: raw.qemu_survived } : {}),
+    ...(raw.survivor ? { survivor: raw.survivor } : {}),
+    ...(raw.failed_at !== undefined ? { failedAt: raw.failed_at } : {}),
+  };
+}
+
+async function invoke(target: SshTarget, verb: PveVerb, options: VerbCallOptions): Promise<RawResult> {
+  if (options.requestId !== undefined && !REQUEST_ID_PATTERN.test(options.requestId)) {
+    throw new SshError('verb_rejected', `request id "${options.requestId}" does not match ${REQUEST_ID_PATTERN}`);
+  }
+  const command = options.requestId ? `${verb} ${options.requestId}` : verb;
+  const output = await runSshCommand(target, {
+    command,
+    deadlineMs: options.deadlineMs,
+    // Forensics documents are large but bounded on the host (each section capped there).
+    headBytes: 4 * 1024 * 1024,
+    tailBytes: 0,
+    ...(options.signal ? { signal: options.signal } : {}),
+  });
+  if (output.stdout.truncated) throw new SshError('protocol', `PVE host answer to "${verb}" exceeded 4 MiB`);
+  let raw: RawResult;
+  try {
+    raw = JSON.parse(output.stdout.text) as RawResult;
+  } catch {
+    const hint = output.stderr.text.trim() || output.stdout.text.trim().slice(0, 200) || `exit ${output.exitCode}`;
+    throw new SshError('protocol', `PVE host did not answer "${verb}" with JSON: ${hint}`);
+  }
+  if (raw.result !== 'ok') throw failure(raw, verb);
+  return raw;
+}
+
+export async function pveStatus(target: SshTarget, options: Omit<VerbCallOptions, 'requestId'>): Promise<StatusResult> {
+  const raw = await invoke(target, 'status', options);
+  return { verb: 'status', vmid: raw.vmid ?? 0, at: raw.at ?? '', vm: vmState(raw.vm as RawVm) };
+}
+
+export async function pveForensics(target: SshTarget, options: VerbCallOptions): Promise<ForensicsResult> {
+  const raw = await invoke(target, 'forensics', options);
+  const sections = raw.document?.sections ?? [];
+  return {
+    verb: 'forensics',
+    vmid: raw.vmid ?? 0,
+    requestId: raw.request_id ?? '',
+    replayed: raw.replayed === true,
+    capturedAt: raw.document?.captured_at ?? '',
+    forensics: forensicsRef(raw.forensics) as ForensicsRef,
+    summary: summarizeForensics(sections),
+    sections: capSections(sections),
+  };
+}
+
+export async function pveMutation(target: SshTarget, verb: MutatingVerb, options: VerbCallOptions): Promise<MutationResult> {
+  return parseMutation(await invoke(target, verb, options));
+}

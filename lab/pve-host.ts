@@ -1,0 +1,106 @@
+import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { initVm, stopVmProcesses, writeQmWrapper, type PendingChange } from './pve/sim-vm.mjs';
+import { startSshd, type RunningSshd } from './sshd.js';
+import type { SshTarget } from '../activities/ssh/connection.js';
+
+export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+export const DISPATCHER = join(REPO_ROOT, 'host/pve/pve-dispatch');
+
+/** Install-config values (host/pve/pve.conf.example documents each key). */
+export type DispatcherConfig = Partial<Record<
+  'lock_wait' | 'status_lock_wait' | 'status_timeout' | 'section_timeout' | 'qmp_timeout' | 'blockstats_interval'
+  | 'reset_timeout' | 'stop_timeout' | 'start_timeout' | 'result_wait' | 'dmesg_lines', number>>;
+
+export interface PveHostOptions {
+  dir: string;
+  /** The breakglass client's public key line. */
+  clientPublicKey: string;
+  /** Extra authorized_keys lines (e.g. a key without forced command, to prove it is refused). */
+  extraAuthorizedKeys?: string[];
+  vm?: { running?: boolean; pending?: PendingChange[] };
+  config?: DispatcherConfig;
+}
+
+export interface PveHost {
+  sshd: RunningSshd;
+  /** The simulated VM's state dir (sim-vm.mjs). */
+  vmDir: string;
+  /** The dispatcher's own state: journal, forensics, lock. */
+  stateDir: string;
+  logFile: string;
+  configFile: string;
+  target(privateKey: Buffer | string, username: string): SshTarget;
+  stop(): Promise<void>;
+}
+
+/** The authorized_keys line that makes the breakglass key a forced-command key. */
+export function forcedCommandLine(configFile: string, publicKey: string, from = '127.0.0.1,::1', dispatcher = DISPATCHER): string {
+  return `command="${dispatcher} ${configFile}",restrict,from="${from}" ${publicKey}`;
+}
+
+/** A PVE host stand-in: real sshd + the real dispatcher over the simulated qm. */
+export async function startPveHost(options: PveHostOptions): Promise<PveHost> {
+  const { dir } = options;
+  const vmDir = join(dir, 'vm');
+  const stateDir = join(dir, 'state');
+  const logFile = join(dir, 'dispatch.log');
+  const configFile = join(dir, 'pve.conf');
+  await mkdir(vmDir, { recursive: true });
+  await mkdir(stateDir, { recursive: true, mode: 0o700 });
+  await initVm(vmDir, { running: options.vm?.running ?? true, ...(options.vm?.pending ? { pending: options.vm.pending } : {}) });
+  const qm = writeQmWrapper(vmDir, join(dir, 'qm'));
+  const config = {
+    vmid: 102,
+    qm,
+    socat: '/usr/bin/socat',
+    qmp_socket: join(vmDir, 'qmp.sock'),
+    qm_lock_dir: join(dir, 'lock'),
+    state_dir: stateDir,
+    log_file: logFile,
+    lock_wait: 10,
+    status_lock_wait: 3,
+    status_timeout: 5,
+    section_timeout: 4,
+    qmp_timeout: 3,
+    blockstats_interval: 1,
+    reset_timeout: 20,
+    stop_timeout: 8,
+    start_timeout: 20,
+    result_wait: 60,
+    dmesg_lines: 20,
+    ...options.config,
+  };
+  await writeFile(configFile, Object.entries(config).map(([key, value]) => `${key}=${value}`).join('\n') + '\n');
+  await chmod(configFile, 0o644);
+  await writeFile(logFile, '');
+  const sshd = await startSshd({
+    dir: join(dir, 'sshd'),
+    authorizedKeys: [forcedCommandLine(configFile, options.clientPublicKey), ...(options.extraAuthorizedKeys ?? [])],
+  });
+  return {
+    sshd,
+    vmDir,
+    stateDir,
+    logFile,
+    configFile,
+    target: (privateKey, username) => ({
+      host: '127.0.0.1',
+      port: sshd.port,
+      username,
+      privateKey,
+      pins: { knownHosts: sshd.knownHostsLine },
+      readyTimeoutMs: 5_000,
+      keepaliveIntervalMs: 1_000,
+    }),
+    stop: async () => {
+      await sshd.stop();
+      await stopVmProcesses(vmDir);
+    },
+  };
+}
+
+export async function readHostLog(host: PveHost): Promise<string[]> {
+  return (await readFile(host.logFile, 'utf8')).split('\n').filter(Boolean);
+}

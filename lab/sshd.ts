@@ -1,0 +1,146 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, realpathSync } from 'node:fs';
+import { readFile, writeFile } from 'node:fs/promises';
+import { createServer, connect } from 'node:net';
+import { userInfo } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { fingerprintOf, generateKeyPair } from './keys.js';
+
+export interface SshdOptions {
+  /** Scratch directory owned by the caller: config, host key, authorized_keys and logs go here. */
+  dir: string;
+  /** Complete authorized_keys lines (options + key). */
+  authorizedKeys: string[];
+  port?: number;
+}
+
+export interface RunningSshd {
+  port: number;
+  /** `SHA256:…` fingerprint of this server's host key. */
+  hostKeyFingerprint: string;
+  /** A known_hosts line pinning this server's host key for 127.0.0.1:port. */
+  knownHostsLine: string;
+  logPath: string;
+  process: ChildProcess;
+  /** SIGSTOP / SIGCONT the listener and its connections: calls then hang instead of failing. */
+  freeze(): void;
+  thaw(): void;
+  stop(): Promise<void>;
+}
+
+// sshd re-executes itself, so it needs an absolute path (the provisioned link or Debian's).
+const PROVISIONED_SSHD = join(dirname(fileURLToPath(import.meta.url)), '../.tools/bin/sshd');
+const SSHD = existsSync(PROVISIONED_SSHD) ? realpathSync(PROVISIONED_SSHD) : '/usr/sbin/sshd';
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
+async function waitForListener(port: number, child: ChildProcess, logPath: string, deadlineMs: number): Promise<void> {
+  const until = Date.now() + deadlineMs;
+  while (Date.now() < until) {
+    if (child.exitCode !== null) {
+      throw new Error(`sshd exited with ${child.exitCode}: ${await readFile(logPath, 'utf8').catch(() => '')}`);
+    }
+    const ok = await new Promise<boolean>((resolve) => {
+      const socket = connect(port, '127.0.0.1');
+      socket.once('connect', () => { socket.destroy(); resolve(true); });
+      socket.once('error', () => resolve(false));
+    });
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  throw new Error(`sshd did not listen on ${port} within ${deadlineMs} ms`);
+}
+
+/**
+ * Starts a real OpenSSH sshd on 127.0.0.1 with its own host key and authorized_keys, for the
+ * current user only. StrictModes/PAM are off because the files live in a scratch dir.
+ */
+export async function startSshd(options: SshdOptions): Promise<RunningSshd> {
+  const { dir } = options;
+  mkdirSync(dir, { recursive: true });
+  // Debian's sshd refuses to start as root without its privilege-separation directory.
+  if (process.getuid?.() === 0) mkdirSync('/run/sshd', { recursive: true });
+  const hostKey = await generateKeyPair(dir, 'ssh_host_ed25519_key');
+  const hostKeyFingerprint = await fingerprintOf(`${hostKey.privateKeyPath}.pub`);
+  const authorizedKeysPath = join(dir, 'authorized_keys');
+  await writeFile(authorizedKeysPath, options.authorizedKeys.join('\n') + '\n', { mode: 0o600 });
+  const logPath = join(dir, 'sshd.log');
+  const user = userInfo().username;
+
+  for (let attempt = 0; ; attempt++) {
+    const port = options.port ?? (await freePort());
+    const configPath = join(dir, 'sshd_config');
+    await writeFile(
+      configPath,
+      [
+        `Port ${port}`,
+        'ListenAddress 127.0.0.1',
+        `HostKey ${hostKey.privateKeyPath}`,
+        `PidFile ${join(dir, 'sshd.pid')}`,
+        `AuthorizedKeysFile ${authorizedKeysPath}`,
+        `AllowUsers ${user}`,
+        'StrictModes no',
+        'UsePAM no',
+        'PasswordAuthentication no',
+        'KbdInteractiveAuthentication no',
+        'PubkeyAuthentication yes',
+        // Root may log in only through keys that carry a forced command or that the test
+        // deliberately leaves unrestricted (the devvm stand-in).
+        `PermitRootLogin ${process.getuid?.() === 0 ? 'prohibit-password' : 'no'}`,
+        'PermitUserEnvironment no',
+        'PrintMotd no',
+        'LogLevel VERBOSE',
+        'MaxStartups 100:30:200',
+        '',
+      ].join('\n'),
+    );
+    // Its own process group, so freeze() can stop the listener and every connection it forked.
+    const child = spawn(SSHD, ['-D', '-e', '-f', configPath], { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
+    const signalGroup = (signal: NodeJS.Signals) => {
+      try {
+        if (child.pid) process.kill(-child.pid, signal);
+      } catch {
+        // already gone
+      }
+    };
+    const logChunks: Buffer[] = [];
+    child.stderr?.on('data', (chunk: Buffer) => {
+      logChunks.push(chunk);
+      void writeFile(logPath, Buffer.concat(logChunks));
+    });
+    try {
+      await waitForListener(port, child, logPath, 5_000);
+    } catch (error) {
+      child.kill('SIGKILL');
+      if (attempt < 3 && options.port === undefined) continue; // lost the port race: retry
+      throw error;
+    }
+    return {
+      port,
+      hostKeyFingerprint,
+      knownHostsLine: `[127.0.0.1]:${port} ${hostKey.publicKey.split(' ').slice(0, 2).join(' ')}`,
+      logPath,
+      process: child,
+      freeze: () => signalGroup('SIGSTOP'),
+      thaw: () => signalGroup('SIGCONT'),
+      stop: async () => {
+        if (child.exitCode !== null || child.signalCode !== null) return;
+        const exited = new Promise((r) => child.once('exit', r));
+        signalGroup('SIGCONT');
+        signalGroup('SIGTERM');
+        await Promise.race([exited, new Promise((r) => setTimeout(r, 2_000))]);
+        signalGroup('SIGKILL');
+      },
+    };
+  }
+}
