@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, realpathSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, realpathSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { createServer, connect } from 'node:net';
 import { userInfo } from 'node:os';
@@ -23,7 +23,11 @@ export interface RunningSshd {
   knownHostsLine: string;
   logPath: string;
   process: ChildProcess;
-  /** SIGSTOP / SIGCONT the listener and its connections: calls then hang instead of failing. */
+  /**
+   * SIGSTOP / SIGCONT the listener and every sshd process serving a connection: calls then
+   * hang instead of failing. The commands those connections run are left alone (a hung sshd,
+   * not a hung host).
+   */
   freeze(): void;
   thaw(): void;
   stop(): Promise<void>;
@@ -42,6 +46,32 @@ export async function freePort(): Promise<number> {
       server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
     });
   });
+}
+
+/** Pids of the sshd processes below listenerPid (OpenSSH setsid()s each connection). */
+function sshdDescendants(listenerPid: number): number[] {
+  const children = new Map<number, number[]>();
+  const names = new Map<number, string>();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      // "pid (comm) state ppid ...": comm may contain spaces, so parse around the last ')'.
+      const close = stat.lastIndexOf(')');
+      const ppid = Number(stat.slice(close + 2).split(' ')[1]);
+      names.set(Number(entry), stat.slice(stat.indexOf('(') + 1, close));
+      children.set(ppid, [...(children.get(ppid) ?? []), Number(entry)]);
+    } catch {
+      // exited while we looked
+    }
+  }
+  const found: number[] = [];
+  const queue = [...(children.get(listenerPid) ?? [])];
+  for (let pid = queue.shift(); pid !== undefined; pid = queue.shift()) {
+    if (names.get(pid) === 'sshd') found.push(pid);
+    queue.push(...(children.get(pid) ?? []));
+  }
+  return found;
 }
 
 async function waitForListener(port: number, child: ChildProcess, logPath: string, deadlineMs: number): Promise<void> {
@@ -104,7 +134,8 @@ export async function startSshd(options: SshdOptions): Promise<RunningSshd> {
         '',
       ].join('\n'),
     );
-    // Its own process group, so freeze() can stop the listener and every connection it forked.
+    // Its own process group, so a signal reaches the listener; the connections it forks are
+    // found through /proc (see sshdDescendants).
     const child = spawn(SSHD, ['-D', '-e', '-f', configPath], { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
     const signalGroup = (signal: NodeJS.Signals) => {
       try {
@@ -113,10 +144,21 @@ export async function startSshd(options: SshdOptions): Promise<RunningSshd> {
         // already gone
       }
     };
+    // Connection processes live in their own sessions: signal them one by one, by pid.
+    const signalConnections = (signal: NodeJS.Signals) => {
+      for (const pid of child.pid ? sshdDescendants(child.pid) : []) {
+        try {
+          process.kill(pid, signal);
+        } catch {
+          // already gone
+        }
+      }
+    };
     const logChunks: Buffer[] = [];
     child.stderr?.on('data', (chunk: Buffer) => {
       logChunks.push(chunk);
-      void writeFile(logPath, Buffer.concat(logChunks));
+      // The caller may already have removed dir (sshd says goodbye after it exits).
+      writeFile(logPath, Buffer.concat(logChunks)).catch(() => {});
     });
     try {
       await waitForListener(port, child, logPath, 5_000);
@@ -131,12 +173,21 @@ export async function startSshd(options: SshdOptions): Promise<RunningSshd> {
       knownHostsLine: `[127.0.0.1]:${port} ${hostKey.publicKey.split(' ').slice(0, 2).join(' ')}`,
       logPath,
       process: child,
-      freeze: () => signalGroup('SIGSTOP'),
-      thaw: () => signalGroup('SIGCONT'),
+      freeze: () => {
+        signalGroup('SIGSTOP');
+        signalConnections('SIGSTOP');
+      },
+      thaw: () => {
+        signalConnections('SIGCONT');
+        signalGroup('SIGCONT');
+      },
       stop: async () => {
         if (child.exitCode !== null || child.signalCode !== null) return;
         const exited = new Promise((r) => child.once('exit', r));
+        signalConnections('SIGCONT');
         signalGroup('SIGCONT');
+        // Open connections would outlive the listener: end them too.
+        signalConnections('SIGTERM');
         signalGroup('SIGTERM');
         await Promise.race([exited, new Promise((r) => setTimeout(r, 2_000))]);
         signalGroup('SIGKILL');

@@ -98,6 +98,9 @@ export function runSshCommand(target: SshTarget, options: RunOptions): Promise<C
       client.exec(options.command, (error, stream) => {
         if (error) return finish(new SshError('protocol', `${describe(target)} refused to run the command: ${error.message}`));
         channel = stream;
+        // Nobody types into these commands: EOF on stdin at once, so one that reads it (cat,
+        // a prompt) ends instead of waiting for the deadline.
+        stream.end();
         let exitCode: number | null = null;
         let exitSignal: string | null = null;
         stream.on('exit', (code: number | null, signalName?: string) => {

@@ -1,0 +1,141 @@
+/**
+ * The session's activities, built by a factory from their dependencies so tests hand in real
+ * fixtures (sshd, the simulated PVE host) instead of mocking modules.
+ */
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { ApplicationFailure, Context } from '@temporalio/activity';
+import { runDevvmCommand } from './devvm/command.js';
+import { pveForensics, pveMutation, pveStatus } from './pve/verbs.js';
+import { runSshCommand, type SshTarget } from './ssh/connection.js';
+import { isSshError } from './ssh/errors.js';
+import type { DevvmCommandRecord } from '../workflows/session-types.js';
+import type { ForensicsResult, MutatingVerb, MutationResult, StatusResult } from '../workflows/pve-types.js';
+
+export interface ActivityDeps {
+  pve: SshTarget;
+  devvm: SshTarget;
+  /** Worker-side copies of forensics documents (the PVE host keeps its own). */
+  artifactsDir: string;
+  deadlines?: {
+    statusMs?: number;
+    forensicsMs?: number;
+    /** Must exceed the host's result_wait, so the host says "in progress" before we give up. */
+    mutationMs?: number;
+    devvmProbeMs?: number;
+  };
+  /** Live output side channel (token deltas, command output), keyed by activity attempt. */
+  onCommandOutput?: (key: { workflowId: string; activityId: string; attempt: number }, stream: 'stdout' | 'stderr', chunk: string) => void;
+}
+
+const HEARTBEAT_MS = 1_000;
+/** Per-stream cap of devvm output kept in history. */
+const COMMAND_HEAD_BYTES = 8 * 1024;
+const COMMAND_TAIL_BYTES = 8 * 1024;
+
+/** Heartbeats while `work` runs, so a dead worker is noticed and cancellation is delivered. */
+async function withHeartbeat<T>(work: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  const context = Context.current();
+  const timer = setInterval(() => context.heartbeat(), HEARTBEAT_MS);
+  try {
+    return await work(context.cancellationSignal);
+  } finally {
+    clearInterval(timer);
+  }
+}
+
+/** SshErrors become typed application failures; the type is the error kind. */
+async function typed<T>(work: () => Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } catch (error) {
+    if (isSshError(error)) {
+      throw ApplicationFailure.create({
+        type: error.kind,
+        message: error.message,
+        nonRetryable: !error.retryable,
+        details: error.detail === undefined ? [] : [error.detail],
+      });
+    }
+    throw error;
+  }
+}
+
+export function createActivities(deps: ActivityDeps) {
+  const deadlines = {
+    statusMs: deps.deadlines?.statusMs ?? 30_000,
+    forensicsMs: deps.deadlines?.forensicsMs ?? 150_000,
+    mutationMs: deps.deadlines?.mutationMs ?? 300_000,
+    devvmProbeMs: deps.deadlines?.devvmProbeMs ?? 8_000,
+  };
+
+  return {
+    async pveStatus(): Promise<StatusResult> {
+      return typed(() => withHeartbeat((signal) => pveStatus(deps.pve, { deadlineMs: deadlines.statusMs, signal })));
+    },
+
+    async pveForensics(request: { requestId: string; trigger: string }): Promise<ForensicsResult> {
+      return typed(() =>
+        withHeartbeat(async (signal) => {
+          const result = await pveForensics(deps.pve, { requestId: request.requestId, deadlineMs: deadlines.forensicsMs, signal });
+          await mkdir(deps.artifactsDir, { recursive: true });
+          await writeFile(join(deps.artifactsDir, `${request.requestId}.json`), JSON.stringify(result, null, 2));
+          return result;
+        }),
+      );
+    },
+
+    async pveMutation(request: { verb: MutatingVerb; requestId: string }): Promise<MutationResult> {
+      // No cancellation signal: the host runs the verb detached; abandoning the call would only
+      // lose its result (the workflow runs this in a non-cancellable scope anyway).
+      return typed(() => withHeartbeat(() => pveMutation(deps.pve, request.verb, { requestId: request.requestId, deadlineMs: deadlines.mutationMs })));
+    },
+
+    async devvmCommand(request: { command: string; timeoutSeconds: number }): Promise<DevvmCommandRecord> {
+      const info = Context.current().info;
+      const key = { workflowId: info.workflowExecution?.workflowId ?? '', activityId: info.activityId, attempt: info.attempt };
+      const result = await typed(() =>
+        withHeartbeat((signal) =>
+          runDevvmCommand(deps.devvm, request.command, {
+            timeoutSeconds: request.timeoutSeconds,
+            signal,
+            headBytes: COMMAND_HEAD_BYTES,
+            tailBytes: COMMAND_TAIL_BYTES,
+            ...(deps.onCommandOutput ? { onOutput: (stream, chunk) => deps.onCommandOutput?.(key, stream, chunk.toString('utf8')) } : {}),
+          }),
+        ),
+      );
+      return {
+        command: result.command,
+        exitCode: result.exitCode,
+        exitSignal: result.exitSignal,
+        timedOut: result.timedOut,
+        stdout: result.stdout.text,
+        stderr: result.stderr.text,
+        droppedBytes: result.stdout.droppedBytes + result.stderr.droppedBytes,
+        durationMs: result.durationMs,
+      };
+    },
+
+    /** Probes the devvm's SSH until it runs a command again, or the deadline passes. */
+    async waitForDevvm(request: { deadlineSeconds: number }): Promise<{ reachable: boolean; attempts: number; lastError: string }> {
+      return withHeartbeat(async (signal) => {
+        const until = Date.now() + request.deadlineSeconds * 1000;
+        let attempts = 0;
+        let lastError = '';
+        while (Date.now() < until && !signal.aborted) {
+          attempts++;
+          try {
+            const probe = await runSshCommand(deps.devvm, { command: 'true', deadlineMs: Math.min(deadlines.devvmProbeMs, Math.max(1_000, until - Date.now())), signal });
+            if (probe.exitCode === 0) return { reachable: true, attempts, lastError: '' };
+            lastError = `exit ${probe.exitCode}`;
+          } catch (error) {
+            lastError = error instanceof Error ? error.message : String(error);
+          }
+          await new Promise((r) => setTimeout(r, 1_000));
+        }
+        return { reachable: false, attempts, lastError };
+      });
+    },
+  };
+}

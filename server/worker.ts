@@ -1,0 +1,46 @@
+import { fileURLToPath } from 'node:url';
+import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
+import { createActivities, type ActivityDeps } from '../activities/index.js';
+
+export const WORKFLOWS_PATH = fileURLToPath(new URL('../workflows/index.ts', import.meta.url));
+
+export interface WorkerSettings {
+  address: string;
+  namespace: string;
+  taskQueue: string;
+  activities: ActivityDeps;
+  /** A prebuilt bundle (the Docker image ships one); otherwise workflows are bundled at start. */
+  workflowBundlePath?: string;
+  tls?: NativeConnectionTls;
+  apiKey?: string;
+  maxConcurrentActivityTaskExecutions?: number;
+}
+
+type NativeConnectionTls = Parameters<typeof NativeConnection.connect>[0] extends infer O ? (O extends { tls?: infer T } ? T : never) : never;
+
+/** Our sources import `./x.js` while the files are `./x.ts`: teach the bundler that mapping. */
+export const bundlerOptions: WorkerOptions['bundlerOptions'] = {
+  webpackConfigHook: (config) => {
+    config.resolve = { ...config.resolve, extensionAlias: { '.js': ['.ts', '.js'] } };
+    return config;
+  },
+};
+
+export async function createBreakglassWorker(settings: WorkerSettings): Promise<{ worker: Worker; connection: NativeConnection }> {
+  const connection = await NativeConnection.connect({
+    address: settings.address,
+    ...(settings.tls ? { tls: settings.tls } : {}),
+    ...(settings.apiKey ? { apiKey: settings.apiKey } : {}),
+  });
+  const worker = await Worker.create({
+    connection,
+    namespace: settings.namespace,
+    taskQueue: settings.taskQueue,
+    activities: createActivities(settings.activities),
+    ...(settings.workflowBundlePath
+      ? { workflowBundle: { codePath: settings.workflowBundlePath } }
+      : { workflowsPath: WORKFLOWS_PATH, bundlerOptions }),
+    ...(settings.maxConcurrentActivityTaskExecutions ? { maxConcurrentActivityTaskExecutions: settings.maxConcurrentActivityTaskExecutions } : {}),
+  });
+  return { worker, connection };
+}

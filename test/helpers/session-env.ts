@@ -1,0 +1,185 @@
+/**
+ * A whole session environment on loopback: the real Temporal dev server, a PVE host stand-in
+ * (real sshd + real dispatcher + simulated qm), a devvm stand-in (real sshd, real shell) and a
+ * worker on a unique task queue.
+ */
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Client, Connection, type WorkflowHandle } from '@temporalio/client';
+import { bundleWorkflowCode, NativeConnection, Worker } from '@temporalio/worker';
+import { createActivities, type ActivityDeps } from '../../activities/index.js';
+import { generateKeyPair, type KeyPair } from '../../lab/keys.js';
+import { startPveHost, type DispatcherConfig, type PveHost } from '../../lab/pve-host.js';
+import { startSshd, type RunningSshd } from '../../lab/sshd.js';
+import { startTemporalDev, type TemporalDev } from '../../lab/temporal-dev.js';
+import { bundlerOptions, WORKFLOWS_PATH } from '../../server/worker.js';
+import { breakglassSession } from '../../workflows/session.js';
+import { stateQuery, transcriptQuery } from '../../workflows/messages.js';
+import { DEFAULT_POLICY, type SessionInput, type SessionPolicy, type TranscriptEntry } from '../../workflows/session-types.js';
+import { userInfo } from 'node:os';
+
+let bundlePromise: Promise<{ code: string }> | undefined;
+/** Bundled once per test file: webpack takes seconds. */
+export function workflowBundle(): Promise<{ code: string }> {
+  bundlePromise ??= bundleWorkflowCode({
+    workflowsPath: WORKFLOWS_PATH,
+    ...(bundlerOptions?.webpackConfigHook ? { webpackConfigHook: bundlerOptions.webpackConfigHook } : {}),
+    logger: { trace() {}, debug() {}, info() {}, warn() {}, error: console.error, log() {} } as never,
+  });
+  return bundlePromise;
+}
+
+export interface SessionEnv {
+  dir: string;
+  temporal: TemporalDev;
+  client: Client;
+  pve: PveHost;
+  devvm: RunningSshd;
+  clientKey: KeyPair;
+  activityDeps: ActivityDeps;
+  /** Settings a worker in another process needs (JSON-serialisable). */
+  workerSettings(taskQueue: string): WorkerProcessSettings;
+  startWorker(taskQueue: string): Promise<RunningWorker>;
+  startSession(taskQueue: string, overrides?: Partial<SessionInput> & { policy?: Partial<SessionPolicy> }): Promise<WorkflowHandle<typeof breakglassSession>>;
+  teardown(): Promise<void>;
+}
+
+export interface RunningWorker {
+  worker: Worker;
+  stop(): Promise<void>;
+}
+
+export interface WorkerProcessSettings {
+  address: string;
+  namespace: string;
+  taskQueue: string;
+  pve: { host: string; port: number; username: string; privateKeyPath: string; knownHosts: string };
+  devvm: { host: string; port: number; username: string; privateKeyPath: string; knownHosts: string };
+  artifactsDir: string;
+}
+
+let sessionCounter = 0;
+
+export async function startSessionEnv(options: { dynamicConfig?: Record<string, string | number | boolean>; pveConfig?: DispatcherConfig } = {}): Promise<SessionEnv> {
+  const dir = await mkdtemp(join(tmpdir(), 'bg-session-'));
+  const temporal = await startTemporalDev({ dataDir: join(dir, 'temporal'), headless: true, ...(options.dynamicConfig ? { dynamicConfig: options.dynamicConfig } : {}) });
+  const connection = await Connection.connect({ address: temporal.address });
+  const client = new Client({ connection });
+  const clientKey = await generateKeyPair(dir, 'breakglass');
+  const pve = await startPveHost({ dir: join(dir, 'pve'), clientPublicKey: clientKey.publicKey, ...(options.pveConfig ? { config: options.pveConfig } : {}) });
+  // The devvm stand-in: a real shell behind a real sshd, as the breakglass user has on a devvm.
+  const devvm = await startSshd({ dir: join(dir, 'devvm'), authorizedKeys: [`restrict ${clientKey.publicKey}`] });
+  const privateKey = await readFile(clientKey.privateKeyPath);
+  const user = userInfo().username;
+  const activityDeps: ActivityDeps = {
+    pve: pve.target(privateKey, user),
+    devvm: { host: '127.0.0.1', port: devvm.port, username: user, privateKey, pins: { knownHosts: devvm.knownHostsLine }, readyTimeoutMs: 5_000, keepaliveIntervalMs: 1_000 },
+    artifactsDir: join(dir, 'artifacts'),
+    deadlines: { devvmProbeMs: 3_000 },
+  };
+  const workers: RunningWorker[] = [];
+
+  const env: SessionEnv = {
+    dir,
+    temporal,
+    client,
+    pve,
+    devvm,
+    clientKey,
+    activityDeps,
+    workerSettings: (taskQueue) => ({
+      address: temporal.address,
+      namespace: 'default',
+      taskQueue,
+      pve: { host: '127.0.0.1', port: pve.sshd.port, username: user, privateKeyPath: clientKey.privateKeyPath, knownHosts: pve.sshd.knownHostsLine },
+      devvm: { host: '127.0.0.1', port: devvm.port, username: user, privateKeyPath: clientKey.privateKeyPath, knownHosts: devvm.knownHostsLine },
+      artifactsDir: join(dir, 'artifacts'),
+    }),
+    startWorker: async (taskQueue) => {
+      const workerConnection = await NativeConnection.connect({ address: temporal.address });
+      const worker = await Worker.create({
+        connection: workerConnection,
+        taskQueue,
+        workflowBundle: await workflowBundle(),
+        activities: createActivities(activityDeps),
+      });
+      const running = worker.run();
+      const handle: RunningWorker = {
+        worker,
+        stop: async () => {
+          if (worker.getState() === 'RUNNING') worker.shutdown();
+          await running.catch(() => undefined);
+          await workerConnection.close();
+        },
+      };
+      workers.push(handle);
+      return handle;
+    },
+    startSession: async (taskQueue, overrides = {}) => {
+      const id = `bg-test-${process.pid}-${Date.now()}-${++sessionCounter}`;
+      return client.workflow.start(breakglassSession, {
+        taskQueue,
+        workflowId: id,
+        args: [
+          {
+            target: { devvm: 'devvm', vmid: 102 },
+            operator: 'alice',
+            description: 'devvm wedged',
+            ...overrides,
+            policy: { ...DEFAULT_POLICY, ...overrides.policy },
+          },
+        ],
+      });
+    },
+    teardown: async () => {
+      for (const worker of workers) await worker.stop();
+      await connection.close();
+      await temporal.stop();
+      await pve.stop();
+      await devvm.stop();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+  return env;
+}
+
+export function uniqueQueue(name: string): string {
+  return `${name}-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`;
+}
+
+/** All transcript entries of the current run. */
+export async function transcriptOf(handle: WorkflowHandle): Promise<TranscriptEntry[]> {
+  const entries: TranscriptEntry[] = [];
+  let cursor: number | undefined;
+  for (;;) {
+    const page = await handle.query(transcriptQuery, { ...(cursor !== undefined ? { cursor } : {}), limit: 200 });
+    entries.push(...page.entries);
+    if (page.entries.length < 200) return entries;
+    cursor = page.nextCursor ?? undefined;
+  }
+}
+
+/** Polls the transcript until `predicate` holds (or throws after `timeoutMs`). */
+export async function waitForTranscript(
+  handle: WorkflowHandle,
+  predicate: (entries: TranscriptEntry[]) => boolean,
+  timeoutMs = 60_000,
+): Promise<TranscriptEntry[]> {
+  const until = Date.now() + timeoutMs;
+  let last: TranscriptEntry[] = [];
+  while (Date.now() < until) {
+    try {
+      last = await transcriptOf(handle);
+      if (predicate(last)) return last;
+    } catch {
+      // the query can fail while no worker is polling; keep trying
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error(`transcript condition not met within ${timeoutMs} ms; last entries: ${last.map((e) => e.type).join(', ')}`);
+}
+
+export async function stateOf(handle: WorkflowHandle) {
+  return handle.query(stateQuery);
+}

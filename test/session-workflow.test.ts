@@ -1,0 +1,47 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { invocations } from '../lab/pve/sim-vm.mjs';
+import { requestVerbUpdate, requestCommandUpdate, endSessionSignal } from '../workflows/messages.js';
+import type { TranscriptEntry } from '../workflows/session-types.js';
+import { startSessionEnv, uniqueQueue, waitForTranscript, type SessionEnv } from './helpers/session-env.js';
+
+const mutatingCalls = (vmDir: string) =>
+  invocations(vmDir).filter((call) => call.started && ['reset', 'stop', 'start'].includes(call.argv[0] ?? ''));
+
+let env: SessionEnv;
+
+beforeAll(async () => {
+  env = await startSessionEnv();
+}, 120_000);
+
+afterAll(async () => {
+  await env?.teardown();
+});
+
+describe('breakglass session workflow', () => {
+  it('when an operator requests a cycle, then forensics is recorded before the cycle, the pid changes and the devvm answers again', async () => {
+    const queue = uniqueQueue('cycle');
+    await env.startWorker(queue);
+    const handle = await env.startSession(queue);
+    const accepted = await handle.executeUpdate(requestVerbUpdate, { args: [{ verb: 'cycle', reason: 'I/O stalled', operator: 'alice' }] });
+    expect(accepted.approvalId).toBeNull();
+    const entries = await waitForTranscript(handle, (all) => all.some((e) => e.type === 'devvm-wait'));
+    const types = entries.map((e) => e.type);
+    expect(types.indexOf('forensics')).toBeGreaterThan(-1);
+    expect(types.indexOf('forensics')).toBeLessThan(types.indexOf('verb-result'));
+    const result = entries.find((e): e is Extract<TranscriptEntry, { type: 'verb-result' }> => e.type === 'verb-result')!.result;
+    expect(result.ok).toBe(true);
+    expect(result.newPid).not.toBe(result.oldPid);
+    const wait = entries.find((e): e is Extract<TranscriptEntry, { type: 'devvm-wait' }> => e.type === 'devvm-wait')!;
+    expect(wait.reachable).toBe(true);
+    expect(mutatingCalls(env.pve.vmDir).map((c) => c.argv[0])).toEqual(['stop', 'start']);
+
+    const command = await handle.executeUpdate(requestCommandUpdate, { args: [{ command: 'echo hello from the devvm', operator: 'alice' }] });
+    const withCommand = await waitForTranscript(handle, (all) => all.some((e) => e.type === 'command-result'));
+    const commandEntry = withCommand.find((e): e is Extract<TranscriptEntry, { type: 'command-result' }> => e.type === 'command-result')!;
+    expect(commandEntry.key).toBe(command.key);
+    expect(commandEntry.result.stdout).toContain('hello from the devvm');
+
+    await handle.signal(endSessionSignal, { operator: 'alice', reason: 'fixed' });
+    expect(await handle.result()).toBe('recovered');
+  });
+});

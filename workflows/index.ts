@@ -1,0 +1,2 @@
+// The worker's workflow bundle entry point: every workflow type this worker runs.
+export { breakglassSession } from './session.js';

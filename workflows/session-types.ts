@@ -1,0 +1,164 @@
+/**
+ * The session's data: its input, the requests it serialises, its transcript and the state its
+ * queries return. Shared (as types) with the server and the UI.
+ */
+import type { ForensicsResult, MutationResult, PveVerb, StatusResult, VmState } from './pve-types.js';
+
+export type MutationPolicy = 'autonomous' | 'approve' | 'two-person';
+/** `allowlist`: read-only devvm commands from the agent run on their own, others wait. */
+export type CommandPolicy = 'allowlist' | 'autonomous';
+
+export interface SessionPolicy {
+  mutatingVerbs: MutationPolicy;
+  devvmCommands: CommandPolicy;
+  /** Agent tool calls allowed per operator message before the session pauses and asks. */
+  toolCallsPerMessage: number;
+}
+
+export const DEFAULT_POLICY: SessionPolicy = {
+  mutatingVerbs: 'autonomous',
+  devvmCommands: 'allowlist',
+  toolCallsPerMessage: 20,
+};
+
+export interface SessionTarget {
+  /** How people name the devvm (display and search attribute). */
+  devvm: string;
+  vmid: number;
+}
+
+export type Actor = { kind: 'operator'; name: string } | { kind: 'agent' } | { kind: 'system' };
+
+export type Outcome = 'recovered' | 'ended' | 'cancelled' | 'failed';
+
+export interface VerbItem {
+  kind: 'verb';
+  /** Stable key of this request: the host's request ids derive from it (see hostRequestId). */
+  key: string;
+  verb: PveVerb;
+  reason: string;
+  requestedBy: Actor;
+  approvedBy: string[];
+}
+
+export interface CommandItem {
+  kind: 'command';
+  key: string;
+  command: string;
+  timeoutSeconds: number;
+  requestedBy: Actor;
+  approvedBy: string[];
+}
+
+export type WorkItem = VerbItem | CommandItem;
+
+export interface PendingApproval {
+  approvalId: string;
+  item: WorkItem;
+  requestedAt: number;
+  /** Distinct operators who must approve. */
+  required: number;
+  approvals: string[];
+  why: string;
+}
+
+export interface DevvmCommandRecord {
+  command: string;
+  exitCode: number | null;
+  exitSignal: string | null;
+  timedOut: boolean;
+  stdout: string;
+  stderr: string;
+  droppedBytes: number;
+  durationMs: number;
+}
+
+interface EntryBase {
+  seq: number;
+  at: number;
+}
+
+export type TranscriptEntry = EntryBase &
+  (
+    | { type: 'session-started'; operator: string; description: string; target: SessionTarget; policy: SessionPolicy }
+    | { type: 'session-continued'; previousRunId: string; firstSeq: number }
+    | { type: 'operator-message'; operator: string; text: string }
+    | { type: 'request'; item: WorkItem }
+    | { type: 'approval-needed'; approvalId: string; item: WorkItem; why: string; required: number }
+    | { type: 'approval'; approvalId: string; decision: 'approve' | 'deny'; operator: string; reason: string }
+    | { type: 'status'; key: string; result: StatusResult }
+    | { type: 'forensics'; key: string; trigger: string; result: ForensicsResult }
+    | { type: 'verb-result'; key: string; result: MutationResult }
+    | { type: 'verb-failed'; key: string; verb: PveVerb; kind: string; message: string; detail?: unknown }
+    | { type: 'skipped'; key: string; what: string; why: string }
+    | { type: 'outcome-unknown'; key: string; verb: PveVerb; message: string; status: VmState | null }
+    | { type: 'devvm-wait'; key: string; reachable: boolean; waitedMs: number; attempts: number }
+    | { type: 'command-result'; key: string; result: DevvmCommandRecord }
+    | { type: 'command-failed'; key: string; command: string; kind: string; message: string }
+    | { type: 'paused'; operator: string; reason: string }
+    | { type: 'resumed'; operator: string }
+    | { type: 'policy-changed'; operator: string; policy: SessionPolicy }
+    | { type: 'session-ended'; outcome: Outcome; operator: string; reason: string }
+  );
+
+export type TranscriptEntryType = TranscriptEntry['type'];
+
+/** What a continued (continue-as-new) run needs from the previous one. */
+export interface CarriedState {
+  previousRunId: string;
+  nextSeq: number;
+  nextRequestNumber: number;
+  paused: boolean;
+  pauseReason: string;
+  policy: SessionPolicy;
+  vm: VmState | null;
+  vmCheckedAt: number | null;
+  devvmReachable: boolean | null;
+  lastVerb: string;
+  lastMutationOk: boolean | null;
+  pendingApprovals: PendingApproval[];
+  queue: WorkItem[];
+  usedKeys: string[];
+  toolCallsUsed: number;
+  startedAt: number;
+}
+
+export interface SessionInput {
+  target: SessionTarget;
+  operator: string;
+  description: string;
+  policy: SessionPolicy;
+  continued?: CarriedState;
+}
+
+export interface SessionState {
+  workflowId: string;
+  runId: string;
+  target: SessionTarget;
+  operator: string;
+  description: string;
+  startedAt: number;
+  policy: SessionPolicy;
+  paused: boolean;
+  pauseReason: string;
+  ended: boolean;
+  outcome: Outcome | null;
+  vm: VmState | null;
+  vmCheckedAt: number | null;
+  devvmReachable: boolean | null;
+  lastVerb: string;
+  running: { item: WorkItem; since: number } | null;
+  queue: WorkItem[];
+  pendingApprovals: PendingApproval[];
+  budget: { toolCallsUsed: number; toolCallsPerMessage: number };
+  transcript: { firstSeq: number; nextSeq: number; previousRunId: string | null };
+}
+
+export interface TranscriptPage {
+  entries: TranscriptEntry[];
+  /** Pass back as `cursor` to get the next page; null when there is nothing newer yet. */
+  nextCursor: number | null;
+  /** Entries before this seq live in earlier runs of the session (continue-as-new). */
+  firstSeq: number;
+  previousRunId: string | null;
+}

@@ -1,0 +1,577 @@
+/**
+ * The breakglass session: one durable workflow per incident. Everything that touches the devvm
+ * or the PVE host is an activity, scheduled from one queue so that work is serialised, and
+ * every mutating verb is preceded by a forensics capture whose result is in history before the
+ * verb is scheduled.
+ */
+import {
+  ActivityFailure,
+  ApplicationFailure,
+  CancellationScope,
+  TimeoutFailure,
+  allHandlersFinished,
+  condition,
+  continueAsNew,
+  isCancellation,
+  proxyActivities,
+  setCurrentDetails,
+  setHandler,
+  upsertSearchAttributes,
+  workflowInfo,
+} from '@temporalio/workflow';
+import type { createActivities } from '../activities/index.js';
+import {
+  DEFAULT_COMMAND_TIMEOUT_SECONDS,
+  MAX_COMMAND_LENGTH,
+  MAX_COMMAND_TIMEOUT_SECONDS,
+  MAX_MESSAGE_LENGTH,
+  MAX_REASON_LENGTH,
+  REQUEST_KEY_PATTERN,
+  approvalUpdate,
+  endSessionSignal,
+  operatorMessageUpdate,
+  pauseSignal,
+  requestCommandUpdate,
+  requestVerbSignal,
+  requestVerbUpdate,
+  resumeSignal,
+  setPolicyUpdate,
+  stateQuery,
+  transcriptQuery,
+  type CommandRequestInput,
+  type RequestAccepted,
+  type VerbRequestInput,
+} from './messages.js';
+import { approvalRule } from './policy.js';
+import { PVE_VERBS, isMutatingVerb, type MutatingVerb, type VmState } from './pve-types.js';
+import { LAST_VERB, OPERATOR, OUTCOME, TARGET } from './search-attributes.js';
+import type {
+  Actor,
+  CarriedState,
+  CommandItem,
+  Outcome,
+  PendingApproval,
+  SessionInput,
+  SessionPolicy,
+  SessionState,
+  TranscriptEntry,
+  VerbItem,
+  WorkItem,
+} from './session-types.js';
+
+type Activities = ReturnType<typeof createActivities>;
+
+/** Error types the activities raise for failures that repeating cannot fix. */
+const NON_RETRYABLE = ['host_key_mismatch', 'auth_failed', 'verb_rejected', 'verb_failed', 'outcome_unknown', 'host_config', 'protocol'];
+/** Activity failures after which a mutating verb may or may not have run on the host. */
+const UNKNOWN_OUTCOME_KINDS = new Set(['timeout', 'unreachable', 'in_progress', 'outcome_unknown', 'protocol']);
+const TRANSCRIPT_PAGE_LIMIT = 200;
+const DEVVM_WAIT_SECONDS = 180;
+
+// Read-only verbs: a few quick retries.
+const reads = proxyActivities<Activities>({
+  startToCloseTimeout: '90s',
+  heartbeatTimeout: '20s',
+  retry: { initialInterval: '1s', maximumInterval: '10s', maximumAttempts: 4, nonRetryableErrorTypes: NON_RETRYABLE },
+});
+// Mutating verbs: retried safely because every attempt carries the same host request id, so a
+// retry re-attaches to the host's journal instead of acting again. The heartbeat timeout is
+// what notices a dead worker.
+const mutations = proxyActivities<Activities>({
+  startToCloseTimeout: '6m',
+  heartbeatTimeout: '20s',
+  retry: { initialInterval: '2s', maximumInterval: '15s', maximumAttempts: 6, nonRetryableErrorTypes: NON_RETRYABLE },
+});
+// Devvm commands are not idempotent in general: run at most once, cancellable.
+const commands = proxyActivities<Activities>({
+  startToCloseTimeout: `${MAX_COMMAND_TIMEOUT_SECONDS + 30}s`,
+  heartbeatTimeout: '10s',
+  retry: { maximumAttempts: 1 },
+});
+
+interface FailureInfo {
+  kind: string;
+  message: string;
+  detail?: unknown;
+}
+
+function describeFailure(error: unknown): FailureInfo {
+  if (error instanceof ActivityFailure) {
+    const cause = error.cause;
+    if (cause instanceof ApplicationFailure) {
+      return { kind: cause.type ?? 'error', message: cause.message, ...(cause.details?.[0] !== undefined ? { detail: cause.details[0] } : {}) };
+    }
+    if (cause instanceof TimeoutFailure) return { kind: 'timeout', message: `activity timed out (${cause.timeoutType})` };
+    return { kind: 'error', message: cause?.message ?? error.message };
+  }
+  return { kind: 'error', message: error instanceof Error ? error.message : String(error) };
+}
+
+function describeItem(item: WorkItem): string {
+  return item.kind === 'verb' ? item.verb : `devvm: ${item.command}`;
+}
+
+function operatorName(value: unknown): string {
+  if (typeof value !== 'string' || value.trim() === '' || value.length > 200) throw new Error('operator: required (1-200 characters)');
+  return value.trim();
+}
+
+function reasonText(value: unknown, field = 'reason'): string {
+  if (value === undefined) return '';
+  if (typeof value !== 'string' || value.length > MAX_REASON_LENGTH) throw new Error(`${field}: at most ${MAX_REASON_LENGTH} characters`);
+  return value.trim();
+}
+
+/** Host request ids: [A-Za-z][A-Za-z0-9._-]{7,127}, stable across retries and `workflow reset`. */
+export function hostRequestId(workflowId: string, key: string, suffix: string): string {
+  const safe = workflowId.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 80);
+  return `${/^[A-Za-z]/.test(safe) ? '' : 'w'}${safe}.${key}${suffix}`;
+}
+
+export async function breakglassSession(input: SessionInput): Promise<Outcome> {
+  const info = workflowInfo();
+  const carried: CarriedState | undefined = input.continued;
+  const entries: TranscriptEntry[] = [];
+  let nextSeq = carried?.nextSeq ?? 1;
+  const firstSeq = nextSeq;
+  let nextRequestNumber = carried?.nextRequestNumber ?? 1;
+  let policy: SessionPolicy = carried?.policy ?? input.policy;
+  let paused = carried?.paused ?? false;
+  let pauseReason = carried?.pauseReason ?? '';
+  let vm: VmState | null = carried?.vm ?? null;
+  let vmCheckedAt: number | null = carried?.vmCheckedAt ?? null;
+  let devvmReachable: boolean | null = carried?.devvmReachable ?? null;
+  let lastVerb = carried?.lastVerb ?? '';
+  let lastMutationOk: boolean | null = carried?.lastMutationOk ?? null;
+  const pendingApprovals = new Map<string, PendingApproval>((carried?.pendingApprovals ?? []).map((p) => [p.approvalId, p]));
+  const queue: WorkItem[] = [...(carried?.queue ?? [])];
+  // Keys seen in this session: a repeated key is acknowledged but never queued twice.
+  const usedKeys = new Set<string>(carried?.usedKeys ?? []);
+  // Counted by the agent (its tool calls per operator message); carried across runs.
+  const toolCallsUsed = carried?.toolCallsUsed ?? 0;
+  const startedAt = carried?.startedAt ?? Date.now();
+  let running: { item: WorkItem; since: number } | null = null;
+  let endRequested: { operator: string; reason: string } | null = null;
+  let outcome: Outcome | null = null;
+
+  const record = (entry: TranscriptEntry extends infer E ? (E extends TranscriptEntry ? Omit<E, 'seq' | 'at'> : never) : never) => {
+    const full = { ...entry, seq: nextSeq++, at: Date.now() } as TranscriptEntry;
+    entries.push(full);
+    return full;
+  };
+
+  const refreshDetails = () => {
+    const lines = [
+      `**VM ${input.target.vmid}** (${input.target.devvm}): ${vm ? `${vm.status}${vm.qmpstatus ? ` / ${vm.qmpstatus}` : ''}, pid ${vm.pid ?? '-'}${vm.pending.present ? ', pending config staged' : ''}${vm.lock ? `, locked (${vm.lock})` : ''}` : 'not checked yet'}`,
+      `devvm SSH: ${devvmReachable === null ? 'not checked' : devvmReachable ? 'answering' : 'not answering'}`,
+      `last verb: ${lastVerb || '-'}${paused ? ` · **paused**: ${pauseReason}` : ''}`,
+      ...[...pendingApprovals.values()].map((p) => `**waiting for approval** ${p.approvalId}: ${describeItem(p.item)} (${p.approvals.length}/${p.required})`),
+    ];
+    setCurrentDetails(lines.join('\n'));
+  };
+
+  const setVm = (next: VmState) => {
+    vm = next;
+    vmCheckedAt = Date.now();
+    refreshDetails();
+  };
+
+  const pause = (operator: string, reason: string) => {
+    if (paused) return;
+    paused = true;
+    pauseReason = reason;
+    record({ type: 'paused', operator, reason });
+    refreshDetails();
+  };
+
+  const newKey = (requested: string | undefined): string => {
+    if (requested !== undefined) return requested;
+    return `r${nextRequestNumber++}`;
+  };
+
+  const admit = (item: WorkItem): RequestAccepted => {
+    usedKeys.add(item.key);
+    record({ type: 'request', item });
+    const rule = approvalRule(item, policy);
+    const required = Math.max(0, rule.required - item.approvedBy.length);
+    if (required === 0) {
+      queue.push(item);
+      refreshDetails();
+      return { key: item.key, approvalId: null };
+    }
+    const approvalId = `a-${item.key}`;
+    pendingApprovals.set(approvalId, { approvalId, item, requestedAt: Date.now(), required: rule.required, approvals: [], why: rule.why });
+    record({ type: 'approval-needed', approvalId, item, why: rule.why, required: rule.required });
+    refreshDetails();
+    return { key: item.key, approvalId };
+  };
+
+  // ------------------------------------------------------------------ message validation
+  const validateVerbRequest = (request: VerbRequestInput) => {
+    if (!request || typeof request !== 'object') throw new Error('body: expected { verb, reason, operator }');
+    if (!(PVE_VERBS as readonly string[]).includes(request.verb)) throw new Error(`verb: must be one of ${PVE_VERBS.join(', ')}`);
+    operatorName(request.operator);
+    reasonText(request.reason);
+    if (request.requestKey !== undefined && !REQUEST_KEY_PATTERN.test(request.requestKey)) throw new Error('requestKey: 1-40 letters, digits, "_" or "-"');
+    if (endRequested || outcome) throw new Error('session: already ending');
+  };
+
+  const validateCommandRequest = (request: CommandRequestInput) => {
+    if (!request || typeof request !== 'object') throw new Error('body: expected { command, timeoutSeconds?, operator }');
+    if (typeof request.command !== 'string' || request.command.trim() === '') throw new Error('command: must not be empty');
+    if (request.command.length > MAX_COMMAND_LENGTH) throw new Error(`command: at most ${MAX_COMMAND_LENGTH} characters`);
+    if (request.command.includes('\0')) throw new Error('command: must not contain NUL bytes');
+    const timeout = request.timeoutSeconds ?? DEFAULT_COMMAND_TIMEOUT_SECONDS;
+    if (!Number.isInteger(timeout) || timeout < 1 || timeout > MAX_COMMAND_TIMEOUT_SECONDS) {
+      throw new Error(`timeoutSeconds: a whole number from 1 to ${MAX_COMMAND_TIMEOUT_SECONDS}`);
+    }
+    operatorName(request.operator);
+    if (request.requestKey !== undefined && !REQUEST_KEY_PATTERN.test(request.requestKey)) throw new Error('requestKey: 1-40 letters, digits, "_" or "-"');
+    if (endRequested || outcome) throw new Error('session: already ending');
+  };
+
+  const acceptVerb = (request: VerbRequestInput): RequestAccepted => {
+    const key = newKey(request.requestKey);
+    if (usedKeys.has(key)) {
+      const waiting = [...pendingApprovals.values()].find((p) => p.item.key === key);
+      return { key, approvalId: waiting?.approvalId ?? null };
+    }
+    const operator: Actor = { kind: 'operator', name: operatorName(request.operator) };
+    return admit({ kind: 'verb', key, verb: request.verb, reason: reasonText(request.reason), requestedBy: operator, approvedBy: [] });
+  };
+
+  // ------------------------------------------------------------------------- handlers
+  setHandler(stateQuery, (): SessionState => ({
+    workflowId: info.workflowId,
+    runId: info.runId,
+    target: input.target,
+    operator: input.operator,
+    description: input.description,
+    startedAt,
+    policy,
+    paused,
+    pauseReason,
+    ended: outcome !== null,
+    outcome,
+    vm,
+    vmCheckedAt,
+    devvmReachable,
+    lastVerb,
+    running,
+    queue: [...queue],
+    pendingApprovals: [...pendingApprovals.values()],
+    budget: { toolCallsUsed, toolCallsPerMessage: policy.toolCallsPerMessage },
+    transcript: { firstSeq, nextSeq, previousRunId: carried?.previousRunId ?? null },
+  }));
+
+  setHandler(transcriptQuery, (page) => {
+    const cursor = Math.max(page?.cursor ?? firstSeq, firstSeq);
+    const limit = Math.min(Math.max(page?.limit ?? 100, 1), TRANSCRIPT_PAGE_LIMIT);
+    const slice = entries.filter((entry) => entry.seq >= cursor).slice(0, limit);
+    const last = slice[slice.length - 1];
+    return {
+      entries: slice,
+      nextCursor: last ? last.seq + 1 : cursor,
+      firstSeq,
+      previousRunId: carried?.previousRunId ?? null,
+    };
+  });
+
+  setHandler(
+    operatorMessageUpdate,
+    (message) => ({ seq: record({ type: 'operator-message', operator: operatorName(message.operator), text: message.text.trim() }).seq }),
+    {
+      validator: (message) => {
+        if (!message || typeof message.text !== 'string' || message.text.trim() === '') throw new Error('text: must not be empty');
+        if (message.text.length > MAX_MESSAGE_LENGTH) throw new Error(`text: at most ${MAX_MESSAGE_LENGTH} characters`);
+        operatorName(message.operator);
+      },
+    },
+  );
+
+  setHandler(requestVerbUpdate, acceptVerb, { validator: validateVerbRequest });
+
+  // Signals cannot be rejected, so a bad one from the CLI is recorded as a failed request.
+  setHandler(requestVerbSignal, (request) => {
+    try {
+      validateVerbRequest(request);
+    } catch (error) {
+      record({ type: 'skipped', key: '-', what: String(request?.verb ?? 'request'), why: `rejected signal: ${(error as Error).message}` });
+      return;
+    }
+    acceptVerb(request);
+  });
+
+  setHandler(
+    requestCommandUpdate,
+    (request) => {
+      const key = newKey(request.requestKey);
+      if (usedKeys.has(key)) return { key, approvalId: null };
+      const item: CommandItem = {
+        kind: 'command',
+        key,
+        command: request.command,
+        timeoutSeconds: request.timeoutSeconds ?? DEFAULT_COMMAND_TIMEOUT_SECONDS,
+        requestedBy: { kind: 'operator', name: operatorName(request.operator) },
+        approvedBy: [],
+      };
+      return admit(item);
+    },
+    { validator: validateCommandRequest },
+  );
+
+  setHandler(
+    approvalUpdate,
+    (decision) => {
+      const pending = pendingApprovals.get(decision.approvalId) as PendingApproval;
+      const operator = operatorName(decision.operator);
+      record({ type: 'approval', approvalId: pending.approvalId, decision: decision.decision, operator, reason: reasonText(decision.reason) });
+      if (decision.decision === 'deny') {
+        pendingApprovals.delete(pending.approvalId);
+        record({ type: 'skipped', key: pending.item.key, what: describeItem(pending.item), why: `denied by ${operator}` });
+        refreshDetails();
+        return { approvalId: pending.approvalId, decision: 'deny', executed: false };
+      }
+      pending.approvals.push(operator);
+      if (pending.approvals.length < pending.required) {
+        refreshDetails();
+        return { approvalId: pending.approvalId, decision: 'approve', executed: false };
+      }
+      pendingApprovals.delete(pending.approvalId);
+      queue.push({ ...pending.item, approvedBy: [...pending.approvals] });
+      refreshDetails();
+      return { approvalId: pending.approvalId, decision: 'approve', executed: true };
+    },
+    {
+      // Runs before anything reaches history: a stale or unknown approval id is refused here.
+      validator: (decision) => {
+        if (!decision || typeof decision !== 'object') throw new Error('body: expected { approvalId, decision, operator }');
+        const pending = pendingApprovals.get(decision.approvalId);
+        if (!pending) throw new Error(`approvalId: no pending approval "${String(decision.approvalId)}" (already decided or never requested)`);
+        if (decision.decision !== 'approve' && decision.decision !== 'deny') throw new Error('decision: must be "approve" or "deny"');
+        const operator = operatorName(decision.operator);
+        reasonText(decision.reason);
+        if (decision.decision === 'approve') {
+          const requester = pending.item.requestedBy.kind === 'operator' ? pending.item.requestedBy.name : null;
+          if (operator === requester) throw new Error('operator: the requester cannot approve their own request');
+          if (pending.approvals.includes(operator)) throw new Error('operator: has already approved this request');
+        }
+      },
+    },
+  );
+
+  setHandler(
+    setPolicyUpdate,
+    (change) => {
+      policy = { ...policy, ...change.policy };
+      record({ type: 'policy-changed', operator: operatorName(change.operator), policy });
+      refreshDetails();
+      return policy;
+    },
+    {
+      validator: (change) => {
+        operatorName(change?.operator);
+        const next = change.policy ?? {};
+        if (next.mutatingVerbs !== undefined && !['autonomous', 'approve', 'two-person'].includes(next.mutatingVerbs)) {
+          throw new Error('policy.mutatingVerbs: one of autonomous, approve, two-person');
+        }
+        if (next.devvmCommands !== undefined && !['allowlist', 'autonomous'].includes(next.devvmCommands)) {
+          throw new Error('policy.devvmCommands: one of allowlist, autonomous');
+        }
+        if (next.toolCallsPerMessage !== undefined && (!Number.isInteger(next.toolCallsPerMessage) || next.toolCallsPerMessage < 1 || next.toolCallsPerMessage > 200)) {
+          throw new Error('policy.toolCallsPerMessage: a whole number from 1 to 200');
+        }
+      },
+    },
+  );
+
+  setHandler(pauseSignal, (action) => pause(String(action?.operator ?? 'unknown'), String(action?.reason ?? 'paused by operator')));
+  setHandler(resumeSignal, (action) => {
+    if (!paused) return;
+    paused = false;
+    pauseReason = '';
+    record({ type: 'resumed', operator: String(action?.operator ?? 'unknown') });
+    refreshDetails();
+  });
+  setHandler(endSessionSignal, (action) => {
+    endRequested ??= { operator: String(action?.operator ?? 'unknown'), reason: String(action?.reason ?? '') };
+  });
+
+  // ------------------------------------------------------------------------- the work
+  const requestId = (item: WorkItem, suffix: string) => hostRequestId(info.workflowId, item.key, suffix);
+
+  const checkStatus = async (item: WorkItem, summary: string) => {
+    const result = await reads.pveStatus.executeWithOptions({ summary }, []);
+    setVm(result.vm);
+    record({ type: 'status', key: item.key, result });
+    return result;
+  };
+
+  const captureForensics = async (item: WorkItem, trigger: string) => {
+    const result = await reads.pveForensics.executeWithOptions(
+      { startToCloseTimeout: '3m', summary: trigger === 'on request' ? 'forensics' : `forensics before ${trigger}` },
+      [{ requestId: requestId(item, '.f'), trigger }],
+    );
+    record({ type: 'forensics', key: item.key, trigger, result });
+    return result;
+  };
+
+  const runMutation = async (item: VerbItem, verb: MutatingVerb) => {
+    // Invariant 1: forensics completes, and is in history, before the verb is scheduled.
+    try {
+      await captureForensics(item, verb);
+    } catch (error) {
+      if (isCancellation(error)) throw error;
+      const failure = describeFailure(error);
+      record({ type: 'skipped', key: item.key, what: verb, why: `forensics failed (${failure.message}); the verb was not run` });
+      return;
+    }
+    if (CancellationScope.current().consideredCancelled) {
+      record({ type: 'skipped', key: item.key, what: verb, why: 'session cancelled before the verb started' });
+      return;
+    }
+    lastVerb = verb;
+    upsertSearchAttributes([{ key: LAST_VERB, value: verb }]);
+    // A mutation in flight is never abandoned: cancellation waits for its real outcome.
+    await CancellationScope.nonCancellable(async () => {
+      try {
+        const result = await mutations.pveMutation.executeWithOptions(
+          { summary: `${verb} VM ${input.target.vmid}` },
+          [{ verb, requestId: requestId(item, '.m') }],
+        );
+        lastMutationOk = result.ok;
+        setVm(result.after);
+        record({ type: 'verb-result', key: item.key, result });
+      } catch (error) {
+        const failure = describeFailure(error);
+        if (UNKNOWN_OUTCOME_KINDS.has(failure.kind)) {
+          // Invariant 4: never repeat blindly. Look, record, and hand over to the operator.
+          lastMutationOk = null;
+          const status = await checkStatus(item, `status after unknown ${verb}`).then(
+            (result) => result.vm,
+            () => null,
+          );
+          record({ type: 'outcome-unknown', key: item.key, verb, message: failure.message, status });
+          pause('system', `the outcome of ${verb} is unknown: check the VM state, then decide`);
+          return;
+        }
+        lastMutationOk = false;
+        record({ type: 'verb-failed', key: item.key, verb, kind: failure.kind, message: failure.message, ...(failure.detail !== undefined ? { detail: failure.detail } : {}) });
+        await checkStatus(item, `status after failed ${verb}`).catch(() => undefined);
+        return;
+      }
+      if (verb === 'stop') return;
+      const started = Date.now();
+      const wait = await mutations.waitForDevvm.executeWithOptions(
+        { startToCloseTimeout: `${DEVVM_WAIT_SECONDS + 30}s`, retry: { maximumAttempts: 1 }, summary: `wait for devvm SSH after ${verb}` },
+        [{ deadlineSeconds: DEVVM_WAIT_SECONDS }],
+      );
+      devvmReachable = wait.reachable;
+      record({ type: 'devvm-wait', key: item.key, reachable: wait.reachable, waitedMs: Date.now() - started, attempts: wait.attempts });
+      refreshDetails();
+    });
+  };
+
+  const runCommand = async (item: CommandItem) => {
+    try {
+      const result = await commands.devvmCommand.executeWithOptions(
+        { startToCloseTimeout: `${item.timeoutSeconds + 30}s`, summary: `devvm: ${item.command.slice(0, 80)}` },
+        [{ command: item.command, timeoutSeconds: item.timeoutSeconds }],
+      );
+      devvmReachable = true;
+      record({ type: 'command-result', key: item.key, result });
+    } catch (error) {
+      if (isCancellation(error)) throw error;
+      const failure = describeFailure(error);
+      if (failure.kind === 'timeout' || failure.kind === 'unreachable') devvmReachable = false;
+      record({ type: 'command-failed', key: item.key, command: item.command, kind: failure.kind, message: failure.message });
+    }
+    refreshDetails();
+  };
+
+  const execute = async (item: WorkItem) => {
+    running = { item, since: Date.now() };
+    try {
+      if (item.kind === 'command') return await runCommand(item);
+      if (isMutatingVerb(item.verb)) return await runMutation(item, item.verb);
+      try {
+        if (item.verb === 'status') await checkStatus(item, `status VM ${input.target.vmid}`);
+        else await captureForensics(item, 'on request');
+      } catch (error) {
+        if (isCancellation(error)) throw error;
+        const failure = describeFailure(error);
+        record({ type: 'verb-failed', key: item.key, verb: item.verb, kind: failure.kind, message: failure.message });
+      }
+    } finally {
+      running = null;
+      refreshDetails();
+    }
+  };
+
+  const carry = (): CarriedState => ({
+    previousRunId: info.runId,
+    nextSeq,
+    nextRequestNumber,
+    paused,
+    pauseReason,
+    policy,
+    vm,
+    vmCheckedAt,
+    devvmReachable,
+    lastVerb,
+    lastMutationOk,
+    pendingApprovals: [...pendingApprovals.values()],
+    queue: [...queue],
+    usedKeys: [...usedKeys],
+    toolCallsUsed,
+    startedAt,
+  });
+
+  // ---------------------------------------------------------------------- main loop
+  if (carried) {
+    record({ type: 'session-continued', previousRunId: carried.previousRunId, firstSeq });
+  } else {
+    upsertSearchAttributes([
+      { key: TARGET, value: input.target.devvm },
+      { key: OPERATOR, value: input.operator },
+      { key: OUTCOME, value: 'open' },
+    ]);
+    record({ type: 'session-started', operator: input.operator, description: input.description, target: input.target, policy: input.policy });
+  }
+  refreshDetails();
+
+  try {
+    for (;;) {
+      await condition(() => endRequested !== null || (!paused && queue.length > 0) || workflowInfo().continueAsNewSuggested);
+      if (endRequested) break;
+      if (workflowInfo().continueAsNewSuggested && running === null) {
+        // Handlers must finish first so an acknowledged update is never lost across runs.
+        await condition(allHandlersFinished);
+        await continueAsNew<typeof breakglassSession>({ ...input, continued: carry() });
+      }
+      const item = queue.shift();
+      if (item) await execute(item);
+    }
+  } catch (error) {
+    if (!isCancellation(error)) throw error;
+    outcome = 'cancelled';
+    for (const item of queue.splice(0)) {
+      record({ type: 'skipped', key: item.key, what: describeItem(item), why: 'session cancelled' });
+    }
+    record({ type: 'session-ended', outcome, operator: 'temporal', reason: 'workflow cancelled' });
+    upsertSearchAttributes([{ key: OUTCOME, value: outcome }]);
+    refreshDetails();
+    throw error;
+  }
+
+  const ending = endRequested as { operator: string; reason: string };
+  for (const item of queue.splice(0)) {
+    record({ type: 'skipped', key: item.key, what: describeItem(item), why: 'session ended' });
+  }
+  outcome = lastMutationOk === true && devvmReachable === true ? 'recovered' : 'ended';
+  record({ type: 'session-ended', outcome, operator: ending.operator, reason: ending.reason });
+  upsertSearchAttributes([{ key: OUTCOME, value: outcome }]);
+  refreshDetails();
+  await condition(allHandlersFinished);
+  return outcome;
+}
