@@ -144,6 +144,8 @@ function loadVm(/** @type {number} */ vmid) {
  * @param {number} vmid
  * @param {(vm: Vm) => Promise<T>} fn
  */
+const SLOW_VERB_MS = 1500;
+
 async function underConfigLock(vmid, fn) {
   const lockTimeout = new QmError(`can't lock file '/var/lock/qemu-server/lock-${vmid}.conf' - got timeout`);
   if (hasFault(loadVm(vmid), 'lockfile_timeout')) {
@@ -159,6 +161,9 @@ async function underConfigLock(vmid, fn) {
   try {
     const vm = loadVm(vmid); // re-read: another verb may have changed it while we waited
     if (hasFault(vm, 'locked')) throw new QmError('VM is locked (backup)');
+    // slow_verbs: reset/stop/start take a while, as on a loaded host; tests use it to act
+    // "during" a verb.
+    if (hasFault(vm, 'slow_verbs')) await sleep(SLOW_VERB_MS);
     return await fn(vm);
   } finally {
     unlock(file);

@@ -21,7 +21,7 @@ const SIM_QM = path.join(here, 'sim-qm.mjs');
 /** Faults that belong to one QEMU process: a fresh QEMU (start, stop) clears them. */
 export const PROCESS_FAULTS = Object.freeze(['io_stall', 'qmp_silent', 'dstate']);
 /** Faults of the host or the config: they stay until cleared. */
-export const HOST_FAULTS = Object.freeze(['stop_hang', 'locked', 'lockfile_timeout', 'start_systemd_timeout']);
+export const HOST_FAULTS = Object.freeze(['stop_hang', 'locked', 'lockfile_timeout', 'start_systemd_timeout', 'slow_verbs']);
 export const FAULTS = Object.freeze([...PROCESS_FAULTS, ...HOST_FAULTS]);
 
 /**

@@ -7,7 +7,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, Connection, type WorkflowHandle } from '@temporalio/client';
-import { bundleWorkflowCode, NativeConnection, Worker } from '@temporalio/worker';
+import { bundleWorkflowCode, DefaultLogger, NativeConnection, Runtime, Worker } from '@temporalio/worker';
 import { createActivities, type ActivityDeps } from '../../activities/index.js';
 import { generateKeyPair, type KeyPair } from '../../lab/keys.js';
 import { startPveHost, type DispatcherConfig, type PveHost } from '../../lab/pve-host.js';
@@ -18,6 +18,9 @@ import { breakglassSession } from '../../workflows/session.js';
 import { stateQuery, transcriptQuery } from '../../workflows/messages.js';
 import { DEFAULT_POLICY, type SessionInput, type SessionPolicy, type TranscriptEntry } from '../../workflows/session-types.js';
 import { userInfo } from 'node:os';
+
+// Quiet workers: state changes at INFO drown the test output.
+Runtime.install({ logger: new DefaultLogger('WARN') });
 
 let bundlePromise: Promise<{ code: string }> | undefined;
 /** Bundled once per test file: webpack takes seconds. */
