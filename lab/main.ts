@@ -1,0 +1,121 @@
+/**
+ * `npm start`: the whole product on this machine, no real hosts needed. Starts the Temporal dev
+ * server (persistent database under .data/lab, Web UI), a simulated PVE host (real sshd + the
+ * real dispatcher over the simulated qm) and a simulated devvm (real sshd, simulated shell),
+ * then the worker and the console, and prints where to go. Ctrl-C stops everything it started.
+ *
+ * Honoured: PORT, TEMPORAL_ADDRESS (use that server instead of starting one), BREAKGLASS_CONFIG
+ * (a config file layered over the lab's), BREAKGLASS_LAB_TOKEN, ANTHROPIC_API_KEY (the real
+ * agent), BREAKGLASS_LAB_SCENARIO (io-stall | oom | healthy), --demo-agent (the local Messages
+ * API stand-in plays a scripted agent, labelled DEMO in the console).
+ */
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { userInfo } from 'node:os';
+import { ConfigError, loadConfig } from '../server/config.js';
+import { startBreakglass } from '../server/start.js';
+import { startDevvmHost } from './devvm-host.js';
+import { generateKeyPair } from './keys.js';
+import { setFault } from './pve/sim-vm.mjs';
+import { REPO_ROOT, startPveHost } from './pve-host.js';
+import { startTemporalDev, type TemporalDev } from './temporal-dev.js';
+
+type Scenario = 'io-stall' | 'oom' | 'healthy';
+
+async function main() {
+  const dataDir = resolve(process.env.BREAKGLASS_DATA_DIR ?? join(REPO_ROOT, '.data/lab'));
+  const scenario = (process.env.BREAKGLASS_LAB_SCENARIO ?? 'io-stall') as Scenario;
+  if (!['io-stall', 'oom', 'healthy'].includes(scenario)) throw new ConfigError('BREAKGLASS_LAB_SCENARIO', 'one of io-stall, oom, healthy');
+  await mkdir(dataDir, { recursive: true });
+  const stops: (() => Promise<void>)[] = [];
+  const stopAll = async () => {
+    for (const stop of stops.reverse()) await stop().catch(() => undefined);
+  };
+
+  try {
+    let temporal: TemporalDev | null = null;
+    let temporalAddress = process.env.TEMPORAL_ADDRESS ?? null;
+    let uiUrl = process.env.TEMPORAL_UI_URL ?? null;
+    if (!temporalAddress) {
+      console.log('lab: starting the Temporal dev server…');
+      temporal = await startTemporalDev({ dataDir: join(dataDir, 'temporal') });
+      stops.push(() => (temporal as TemporalDev).stop());
+      temporalAddress = temporal.address;
+      uiUrl = temporal.uiUrl;
+    }
+
+    // The breakglass key: generated once, kept with the lab's data.
+    const keyDir = join(dataDir, 'keys');
+    await mkdir(keyDir, { recursive: true, mode: 0o700 });
+    const keyPath = join(keyDir, 'breakglass');
+    const key = existsSync(keyPath)
+      ? { privateKeyPath: keyPath, publicKey: (await readFile(`${keyPath}.pub`, 'utf8')).trim() }
+      : await generateKeyPair(keyDir, 'breakglass');
+
+    console.log('lab: starting the simulated PVE host and devvm…');
+    const pve = await startPveHost({ dir: join(dataDir, 'pve'), clientPublicKey: key.publicKey, vm: { running: true, pending: scenario === 'io-stall' ? incidentPending() : [] } });
+    stops.push(() => pve.stop());
+    if (scenario === 'io-stall') setFault(pve.vmDir, 'io_stall', true);
+    const devvm = await startDevvmHost({ dir: join(dataDir, 'devvm'), vmDir: pve.vmDir, clientPublicKey: key.publicKey, scenario });
+    stops.push(() => devvm.stop());
+
+    const knownHosts = join(dataDir, 'known_hosts');
+    await writeFile(knownHosts, `${pve.sshd.knownHostsLine}\n${devvm.sshd.knownHostsLine}\n`);
+    const user = userInfo().username;
+    const config = loadConfig({
+      base: {
+        dataDir,
+        listen: { host: '127.0.0.1', port: 8080 },
+        temporal: { address: temporalAddress, ...(uiUrl ? { uiUrl } : {}) },
+        devvm: { host: '127.0.0.1', port: devvm.sshd.port, user, keyFile: keyPath, knownHostsFile: knownHosts },
+        pve: { host: '127.0.0.1', port: pve.sshd.port, user, keyFile: keyPath, knownHostsFile: knownHosts },
+      },
+    });
+
+    const agent = config.agent.apiKey
+      ? ({ mode: 'live', reason: `model ${config.agent.model}` } as const)
+      : ({ mode: 'off', reason: 'no ANTHROPIC_API_KEY set: the console works manually (npm start -- --demo-agent plays a scripted demo agent)' } as const);
+    const running = await startBreakglass(config, { agent });
+    stops.push(() => running.close());
+
+    const consoleUrl = `${running.url}/#token=${running.labToken}`;
+    console.log('');
+    console.log('  Breakglass lab is up.');
+    console.log(`  console:          ${consoleUrl}`);
+    console.log(`  token:            ${running.labToken}`);
+    console.log(`  Temporal Web UI:  ${uiUrl ?? '(external server)'}`);
+    console.log(`  Temporal address: ${temporalAddress}   e.g. .tools/bin/temporal workflow list --address ${temporalAddress}`);
+    console.log(`  scenario:         ${scenario} (VM 102 ${scenario === 'io-stall' ? 'has its I/O stalled: try status, forensics, then cycle' : 'is running'})`);
+    console.log(`  agent:            ${agent.mode} — ${agent.reason}`);
+    console.log('  Ctrl-C stops everything the lab started.');
+    console.log('');
+  } catch (error) {
+    await stopAll();
+    throw error;
+  }
+
+  let stopping = false;
+  const shutdown = async () => {
+    if (stopping) return;
+    stopping = true;
+    console.log('\nlab: stopping…');
+    await stopAll();
+    process.exit(0);
+  };
+  process.on('SIGINT', () => void shutdown());
+  process.on('SIGTERM', () => void shutdown());
+}
+
+/** The fix staged in the 2026-06-11 incident, waiting for a cold stop/start. */
+function incidentPending() {
+  return [
+    { key: 'scsihw', value: 'virtio-scsi-single' },
+    { key: 'scsi0', value: 'local-lvm:vm-102-disk-0,size=200G,iothread=1,aio=threads' },
+  ];
+}
+
+main().catch((error) => {
+  console.error(error instanceof ConfigError ? error.message : error);
+  process.exit(error instanceof ConfigError ? 78 : 1);
+});

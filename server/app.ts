@@ -1,0 +1,405 @@
+/**
+ * The HTTP API and the console's static files, as a Fastify app factory (no listen here: see
+ * server/main.ts). Routes are a stable contract: every body, param and response has a schema,
+ * and every error is JSON `{ error, message }` naming the field.
+ */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import fastifyRateLimit from '@fastify/rate-limit';
+import fastifyStatic from '@fastify/static';
+import fastifySwagger from '@fastify/swagger';
+import { Type, type Static, type TSchema } from '@sinclair/typebox';
+import { WorkflowNotFoundError, WorkflowUpdateFailedError } from '@temporalio/client';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { PVE_VERBS } from '../workflows/pve-types.js';
+import { MAX_COMMAND_LENGTH, MAX_COMMAND_TIMEOUT_SECONDS, MAX_MESSAGE_LENGTH, MAX_REASON_LENGTH } from '../workflows/messages.js';
+import { AuthError, SESSION_COOKIE, type Authenticator } from './auth.js';
+import type { SessionEvents, SessionEvent } from './events.js';
+import { postmortem } from './report.js';
+import type { Sessions } from './sessions.js';
+
+export interface AgentStatus {
+  /** `live`: the real Messages API; `demo`: the local stand-in (scripted); `off`: manual console. */
+  mode: 'live' | 'demo' | 'off';
+  reason: string;
+}
+
+export interface AppDeps {
+  sessions: Sessions;
+  events: SessionEvents;
+  auth: Authenticator;
+  /** Temporal reachable and (when this process runs one) the worker polling. */
+  readiness: () => Promise<{ temporal: boolean; worker: boolean | null }>;
+  temporalUiUrl: string | null;
+  namespace: string;
+  agent: AgentStatus;
+  uiDir?: string;
+  logger?: boolean | object;
+  /** Requests per minute per operator on mutating routes. */
+  mutationRateLimit?: number;
+  heartbeatMs?: number;
+}
+
+const ErrorBody = Type.Object({ error: Type.String(), message: Type.String() });
+const Loose = Type.Object({}, { additionalProperties: true });
+const SessionId = Type.Object({ id: Type.String({ pattern: '^[A-Za-z0-9._-]{1,200}$' }) });
+const Accepted = Type.Object({ key: Type.String(), approvalId: Type.Union([Type.String(), Type.Null()]) });
+const Ok = Type.Object({ ok: Type.Boolean() });
+const Reason = Type.String({ maxLength: MAX_REASON_LENGTH });
+
+const errorResponses = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody, 409: ErrorBody, 422: ErrorBody, 429: ErrorBody, 500: ErrorBody };
+
+function schema<B extends TSchema | undefined, R extends TSchema>(options: { body?: B; params?: TSchema; querystring?: TSchema; response: R; summary: string; tags?: string[] }) {
+  return {
+    schema: {
+      summary: options.summary,
+      tags: options.tags ?? ['sessions'],
+      ...(options.body ? { body: options.body } : {}),
+      ...(options.params ? { params: options.params } : {}),
+      ...(options.querystring ? { querystring: options.querystring } : {}),
+      response: { 200: options.response, ...errorResponses },
+    },
+  };
+}
+
+class HttpError extends Error {
+  constructor(
+    readonly statusCode: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+const CSP = [
+  "default-src 'self'",
+  "script-src 'self'",
+  "style-src 'self'",
+  "img-src 'self' data:",
+  "connect-src 'self'",
+  "font-src 'self'",
+  "object-src 'none'",
+  "base-uri 'none'",
+  "form-action 'self'",
+  "frame-ancestors 'none'",
+].join('; ');
+
+export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
+  const app = Fastify({
+    logger: deps.logger ?? false,
+    bodyLimit: 64 * 1024,
+    // ajv: report every problem with its path; coerce query strings (cursor) to numbers.
+    ajv: { customOptions: { allErrors: false, coerceTypes: 'array', removeAdditional: false } },
+  });
+
+  await app.register(fastifySwagger, {
+    openapi: {
+      info: { title: 'Breakglass console API', version: '1', description: 'Sessions, verbs, commands, approvals and live events of the breakglass console.' },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+      security: [{ bearer: [] }],
+    },
+  });
+  await app.register(fastifyRateLimit, { global: false });
+
+  app.decorateRequest('operator', '');
+
+  app.addHook('onSend', async (_request, reply, payload) => {
+    reply.header('content-security-policy', CSP);
+    reply.header('x-content-type-options', 'nosniff');
+    reply.header('x-frame-options', 'DENY');
+    reply.header('referrer-policy', 'no-referrer');
+    reply.header('permissions-policy', 'camera=(), microphone=(), geolocation=()');
+    reply.header('cross-origin-opener-policy', 'same-origin');
+    reply.header('cross-origin-resource-policy', 'same-origin');
+    return payload;
+  });
+
+  app.setErrorHandler((error: Error & { validation?: unknown; statusCode?: number; code?: string }, request, reply) => {
+    if (error instanceof AuthError) return reply.code(error.statusCode).send({ error: error.statusCode === 401 ? 'unauthenticated' : 'forbidden', message: error.message });
+    if (error instanceof HttpError) return reply.code(error.statusCode).send({ error: error.code, message: error.message });
+    if (error.validation) return reply.code(400).send({ error: 'bad_request', message: error.message });
+    if (error instanceof WorkflowNotFoundError) return reply.code(404).send({ error: 'not_found', message: 'no such session (or it has ended)' });
+    if (error instanceof WorkflowUpdateFailedError) {
+      const cause = error.cause as Error | undefined;
+      return reply.code(422).send({ error: 'rejected', message: cause?.message ?? error.message });
+    }
+    if (error.statusCode === 429) return reply.code(429).send({ error: 'rate_limited', message: 'too many requests: slow down' });
+    if (error.statusCode && error.statusCode >= 400 && error.statusCode < 500) {
+      return reply.code(error.statusCode).send({ error: error.code?.toLowerCase() ?? 'bad_request', message: error.message });
+    }
+    if (/already completed|workflow execution already completed/i.test(error.message)) {
+      return reply.code(409).send({ error: 'session_closed', message: 'the session has ended' });
+    }
+    request.log.error({ err: error }, 'request failed');
+    return reply.code(500).send({ error: 'internal', message: 'internal error (see the server log)' });
+  });
+
+  app.setNotFoundHandler((request, reply) => {
+    if (request.url.startsWith('/api/') || request.method !== 'GET' || !deps.uiDir) {
+      return reply.code(404).send({ error: 'not_found', message: `no route ${request.method} ${request.url.split('?')[0]}` });
+    }
+    return reply.type('text/html').sendFile('index.html');
+  });
+
+  // ---------------------------------------------------------------- authentication + CSRF
+  const authenticated = async (request: FastifyRequest) => {
+    const operator = deps.auth.identify(request);
+    (request as FastifyRequest & { operator: string }).operator = operator;
+    if (request.method !== 'GET' && request.method !== 'HEAD' && !request.headers.authorization) {
+      // Cookie-authenticated mutation: it must come from our own pages.
+      const site = request.headers['sec-fetch-site'];
+      const origin = request.headers.origin;
+      const host = request.headers.host;
+      const sameOrigin = origin !== undefined && host !== undefined && (origin === `http://${host}` || origin === `https://${host}`);
+      if (site !== undefined && site !== 'same-origin' && site !== 'none') throw new HttpError(403, 'csrf', `cross-site request refused (sec-fetch-site: ${site})`);
+      if (!sameOrigin) throw new HttpError(403, 'csrf', 'origin: cross-site or missing Origin header on a cookie-authenticated request');
+    }
+  };
+  const operatorOf = (request: FastifyRequest) => (request as FastifyRequest & { operator: string }).operator;
+  const mutating = {
+    preHandler: authenticated,
+    config: {
+      rateLimit: {
+        max: deps.mutationRateLimit ?? 120,
+        timeWindow: '1 minute',
+        keyGenerator: (request: FastifyRequest) => operatorOf(request) || request.ip,
+      },
+    },
+  };
+
+  // ------------------------------------------------------------------------- routes
+  app.get('/healthz', schema({ summary: 'process up', tags: ['health'], response: Type.Object({ ok: Type.Boolean() }) }), async () => ({ ok: true }));
+
+  app.get(
+    '/readyz',
+    { schema: { summary: 'Temporal reachable and the worker polling', tags: ['health'], response: { 200: Loose, 503: Loose } } },
+    async (_request, reply) => {
+      const readiness = await deps.readiness();
+      const ready = readiness.temporal && readiness.worker !== false;
+      return reply.code(ready ? 200 : 503).send({ ready, ...readiness });
+    },
+  );
+
+  app.get('/api/docs', { schema: { hide: true } }, async () => app.swagger());
+
+  app.post(
+    '/api/login',
+    schema({ summary: 'exchange a token for a session cookie', tags: ['auth'], body: Type.Object({ token: Type.String({ minLength: 16, maxLength: 256 }) }), response: Type.Object({ operator: Type.String() }) }),
+    async (request, reply) => {
+      const { token } = request.body as { token: string };
+      const operator = deps.auth.login(token);
+      const secure = request.protocol === 'https' ? '; Secure' : '';
+      reply.header('set-cookie', `${SESSION_COOKIE}=${deps.auth.issueCookie(operator)}; HttpOnly; SameSite=Strict; Path=/${secure}; Max-Age=43200`);
+      return { operator };
+    },
+  );
+
+  app.post('/api/logout', schema({ summary: 'drop the session cookie', tags: ['auth'], response: Ok }), async (_request, reply) => {
+    reply.header('set-cookie', `${SESSION_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0`);
+    return { ok: true };
+  });
+
+  app.get(
+    '/api/me',
+    {
+      preHandler: authenticated,
+      ...schema({
+        summary: 'who am I, and what this console can do',
+        tags: ['auth'],
+        response: Type.Object({ operator: Type.String(), authMode: Type.String(), temporalUiUrl: Type.Union([Type.String(), Type.Null()]), namespace: Type.String(), agent: Type.Object({ mode: Type.String(), reason: Type.String() }) }),
+      }),
+    },
+    async (request) => ({ operator: operatorOf(request), authMode: deps.auth.mode, temporalUiUrl: deps.temporalUiUrl, namespace: deps.namespace, agent: deps.agent }),
+  );
+
+  const CreateBody = Type.Object({ description: Type.String({ minLength: 1, maxLength: MAX_MESSAGE_LENGTH }) }, { additionalProperties: false });
+  app.post(
+    '/api/sessions',
+    { ...mutating, ...schema({ summary: 'open a breakglass session', body: CreateBody, response: Type.Object({ id: Type.String() }) }) },
+    async (request) => {
+      const { description } = request.body as Static<typeof CreateBody>;
+      if (description.trim() === '') throw new HttpError(400, 'bad_request', 'body/description must not be blank');
+      return { id: await deps.sessions.start(operatorOf(request), description.trim()) };
+    },
+  );
+
+  app.get(
+    '/api/sessions',
+    { preHandler: authenticated, ...schema({ summary: 'sessions, newest first (Temporal visibility)', response: Type.Object({ sessions: Type.Array(Loose) }) }) },
+    async () => ({ sessions: await deps.sessions.list() }),
+  );
+
+  app.get(
+    '/api/sessions/:id',
+    { preHandler: authenticated, ...schema({ summary: 'session state and the first transcript page', params: SessionId, response: Type.Object({ state: Loose, transcript: Loose }) }) },
+    async (request) => {
+      const { id } = request.params as Static<typeof SessionId>;
+      const [state, transcript] = await Promise.all([deps.sessions.state(id), deps.sessions.transcript(id, undefined, 200)]);
+      return { state, transcript };
+    },
+  );
+
+  const TranscriptQuery = Type.Object({ cursor: Type.Optional(Type.Integer({ minimum: 1 })), limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 200 })) }, { additionalProperties: false });
+  app.get(
+    '/api/sessions/:id/transcript',
+    { preHandler: authenticated, ...schema({ summary: 'a transcript page from cursor (transcript seq)', params: SessionId, querystring: TranscriptQuery, response: Loose }) },
+    async (request) => {
+      const { id } = request.params as Static<typeof SessionId>;
+      const query = request.query as Static<typeof TranscriptQuery>;
+      return deps.sessions.transcript(id, query.cursor, query.limit ?? 100);
+    },
+  );
+
+  const MessageBody = Type.Object({ text: Type.String({ minLength: 1, maxLength: MAX_MESSAGE_LENGTH }) }, { additionalProperties: false });
+  app.post(
+    '/api/sessions/:id/messages',
+    { ...mutating, ...schema({ summary: 'a message to the agent (recorded)', params: SessionId, body: MessageBody, response: Type.Object({ seq: Type.Integer() }) }) },
+    async (request) => {
+      const { id } = request.params as Static<typeof SessionId>;
+      const { text } = request.body as Static<typeof MessageBody>;
+      return deps.sessions.message(id, operatorOf(request), text);
+    },
+  );
+
+  const VerbBody = Type.Object(
+    { verb: Type.Union(PVE_VERBS.map((verb) => Type.Literal(verb))), reason: Reason, requestKey: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_-]{1,40}$' })) },
+    { additionalProperties: false },
+  );
+  app.post(
+    '/api/sessions/:id/verbs',
+    { ...mutating, ...schema({ summary: 'request a PVE verb (forensics first, policy, record)', params: SessionId, body: VerbBody, response: Accepted }) },
+    async (request) => {
+      const { id } = request.params as Static<typeof SessionId>;
+      const body = request.body as Static<typeof VerbBody>;
+      return deps.sessions.verb(id, { ...body, operator: operatorOf(request) });
+    },
+  );
+
+  const CommandBody = Type.Object(
+    {
+      command: Type.String({ minLength: 1, maxLength: MAX_COMMAND_LENGTH }),
+      timeoutSeconds: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_COMMAND_TIMEOUT_SECONDS })),
+      requestKey: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_-]{1,40}$' })),
+    },
+    { additionalProperties: false },
+  );
+  app.post(
+    '/api/sessions/:id/commands',
+    { ...mutating, ...schema({ summary: 'run an operator-typed command on the devvm', params: SessionId, body: CommandBody, response: Accepted }) },
+    async (request) => {
+      const { id } = request.params as Static<typeof SessionId>;
+      const body = request.body as Static<typeof CommandBody>;
+      return deps.sessions.command(id, { ...body, operator: operatorOf(request) });
+    },
+  );
+
+  const ApprovalParams = Type.Object({ id: Type.String({ pattern: '^[A-Za-z0-9._-]{1,200}$' }), approvalId: Type.String({ pattern: '^[A-Za-z0-9_-]{1,60}$' }) });
+  const ApprovalBody = Type.Object({ decision: Type.Union([Type.Literal('approve'), Type.Literal('deny')]), reason: Type.Optional(Reason) }, { additionalProperties: false });
+  app.post(
+    '/api/sessions/:id/approvals/:approvalId',
+    { ...mutating, ...schema({ summary: 'approve or deny a pending request', params: ApprovalParams, body: ApprovalBody, response: Loose }) },
+    async (request) => {
+      const { id, approvalId } = request.params as Static<typeof ApprovalParams>;
+      const body = request.body as Static<typeof ApprovalBody>;
+      return deps.sessions.approval(id, { approvalId, decision: body.decision, operator: operatorOf(request), ...(body.reason ? { reason: body.reason } : {}) });
+    },
+  );
+
+  const ActionBody = Type.Optional(Type.Object({ reason: Type.Optional(Reason) }, { additionalProperties: false }));
+  const action = (path: string, summary: string, run: (id: string, operator: string, reason?: string) => Promise<unknown>) =>
+    app.post(path, { ...mutating, ...schema({ summary, params: SessionId, body: ActionBody, response: Ok }) }, async (request) => {
+      const { id } = request.params as Static<typeof SessionId>;
+      const reason = (request.body as { reason?: string } | undefined)?.reason;
+      await deps.sessions.state(id); // 404 for an unknown session before signalling
+      await run(id, operatorOf(request), reason);
+      return { ok: true };
+    });
+  action('/api/sessions/:id/pause', 'pause the session (nothing new runs)', (id, operator, reason) => deps.sessions.pause(id, operator, reason));
+  action('/api/sessions/:id/resume', 'resume a paused session', (id, operator) => deps.sessions.resume(id, operator));
+  action('/api/sessions/:id/end', 'end the session (outcome recovered or ended)', (id, operator, reason) => deps.sessions.end(id, operator, reason));
+  action('/api/sessions/:id/cancel', 'cancel: stops commands and agent turns, lets an in-flight verb finish', async (id, operator) => {
+    app.log.info({ session: id, operator }, 'session cancel requested');
+    await deps.sessions.cancel(id);
+  });
+
+  const PolicyBody = Type.Object(
+    {
+      mutatingVerbs: Type.Optional(Type.Union([Type.Literal('autonomous'), Type.Literal('approve'), Type.Literal('two-person')])),
+      devvmCommands: Type.Optional(Type.Union([Type.Literal('allowlist'), Type.Literal('autonomous')])),
+      toolCallsPerMessage: Type.Optional(Type.Integer({ minimum: 1, maximum: 200 })),
+    },
+    { additionalProperties: false, minProperties: 1 },
+  );
+  app.put(
+    '/api/sessions/:id/policy',
+    { ...mutating, ...schema({ summary: 'change the session policy (recorded)', params: SessionId, body: PolicyBody, response: Loose }) },
+    async (request) => {
+      const { id } = request.params as Static<typeof SessionId>;
+      return deps.sessions.policy(id, operatorOf(request), request.body as Static<typeof PolicyBody>);
+    },
+  );
+
+  app.get(
+    '/api/sessions/:id/report',
+    { preHandler: authenticated, schema: { summary: 'the postmortem as Markdown', tags: ['sessions'], params: SessionId, response: { 200: Type.String(), ...errorResponses } } },
+    async (request, reply) => {
+      const { id } = request.params as Static<typeof SessionId>;
+      const [state, entries] = await Promise.all([deps.sessions.state(id), deps.sessions.fullTranscript(id)]);
+      reply.header('content-disposition', `attachment; filename="${id}-postmortem.md"`);
+      return reply.type('text/markdown; charset=utf-8').send(postmortem(id, state, entries, deps.temporalUiUrl));
+    },
+  );
+
+  const EventsQuery = Type.Object({ from: Type.Optional(Type.Integer({ minimum: 1 })) }, { additionalProperties: false });
+  app.get(
+    '/api/sessions/:id/events',
+    { preHandler: authenticated, schema: { summary: 'Server-Sent Events: entry (id = seq), state, live; resumes from Last-Event-ID', tags: ['sessions'], params: SessionId, querystring: EventsQuery } },
+    async (request, reply) => streamEvents(request, reply, deps),
+  );
+
+  if (deps.uiDir && existsSync(join(deps.uiDir, 'index.html'))) {
+    await app.register(fastifyStatic, { root: deps.uiDir, prefix: '/', index: 'index.html', wildcard: false });
+  }
+
+  return app;
+}
+
+async function streamEvents(request: FastifyRequest, reply: FastifyReply, deps: AppDeps) {
+  const { id } = request.params as { id: string };
+  const lastEventId = Number(request.headers['last-event-id']);
+  const from = Number.isInteger(lastEventId) && lastEventId > 0 ? lastEventId + 1 : (request.query as { from?: number }).from;
+  await deps.sessions.state(id); // a 404 before the stream starts
+  reply.hijack();
+  const raw = reply.raw;
+  raw.writeHead(200, {
+    'content-type': 'text/event-stream; charset=utf-8',
+    'cache-control': 'no-cache, no-transform',
+    connection: 'keep-alive',
+    'x-accel-buffering': 'no',
+    'content-security-policy': CSP,
+    'x-content-type-options': 'nosniff',
+  });
+  raw.write('retry: 2000\n\n');
+  const send = (event: SessionEvent) => {
+    if (raw.writableEnded) return;
+    if (event.type === 'entry') raw.write(`id: ${event.entry.seq}\nevent: entry\ndata: ${JSON.stringify(event.entry)}\n\n`);
+    else if (event.type === 'state') raw.write(`event: state\ndata: ${JSON.stringify(event.state)}\n\n`);
+    else if (event.type === 'live') raw.write(`event: live\ndata: ${JSON.stringify(event.chunk)}\n\n`);
+  };
+  const heartbeat = setInterval(() => raw.write(`: heartbeat ${Date.now()}\n\n`), deps.heartbeatMs ?? 15_000);
+  let unsubscribe: (() => void) | null = null;
+  const cleanup = () => {
+    clearInterval(heartbeat);
+    unsubscribe?.();
+  };
+  request.raw.on('close', cleanup);
+  try {
+    unsubscribe = await deps.events.subscribe(id, from, send);
+    if (raw.destroyed) cleanup();
+  } catch (error) {
+    raw.write(`event: error\ndata: ${JSON.stringify({ message: (error as Error).message })}\n\n`);
+    cleanup();
+    raw.end();
+  }
+}

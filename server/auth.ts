@@ -1,0 +1,151 @@
+/**
+ * Who is asking. Three modes (config `auth.mode`):
+ * - `lab`: one random token printed at start (or BREAKGLASS_LAB_TOKEN), loopback only;
+ * - `token`: bearer tokens whose sha256 is in the config, each naming an operator;
+ * - `proxy`: an identity header set by a forward-auth proxy, believed only from its addresses.
+ * The console logs in once with the token and then uses an HttpOnly, SameSite=Strict cookie
+ * (EventSource cannot send headers); scripts send `Authorization: Bearer`.
+ */
+import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { isIP } from 'node:net';
+import type { FastifyRequest } from 'fastify';
+import { parseCidr, type Config } from './config.js';
+
+export const SESSION_COOKIE = 'breakglass_session';
+const COOKIE_LIFETIME_MS = 12 * 60 * 60 * 1000;
+
+export class AuthError extends Error {
+  constructor(
+    readonly statusCode: 401 | 403,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'AuthError';
+  }
+}
+
+export interface Authenticator {
+  mode: Config['auth']['mode'];
+  /** The operator making this request, or an AuthError. */
+  identify(request: FastifyRequest): string;
+  /** Checks a login token and returns the operator it names. */
+  login(token: string): string;
+  /** A signed cookie value for an operator. */
+  issueCookie(operator: string): string;
+  labToken: string | null;
+}
+
+function sha256(text: string): Buffer {
+  return createHash('sha256').update(text).digest();
+}
+
+function ipToBigInt(address: string): { value: bigint; family: 4 | 6 } {
+  const mapped = address.startsWith('::ffff:') && isIP(address.slice(7)) === 4 ? address.slice(7) : address;
+  if (isIP(mapped) === 4) {
+    return { value: mapped.split('.').reduce((acc, octet) => (acc << 8n) + BigInt(Number(octet)), 0n), family: 4 };
+  }
+  const [head = '', tail = ''] = mapped.split('::');
+  const headParts = head ? head.split(':') : [];
+  const tailParts = tail ? tail.split(':') : [];
+  const parts = mapped.includes('::') ? [...headParts, ...Array(8 - headParts.length - tailParts.length).fill('0'), ...tailParts] : mapped.split(':');
+  return { value: parts.reduce((acc, part) => (acc << 16n) + BigInt(parseInt(part || '0', 16)), 0n), family: 6 };
+}
+
+export function inCidr(address: string, cidr: string): boolean {
+  const range = parseCidr('auth.proxy.trustedCidrs', cidr);
+  if (isIP(address.replace(/^::ffff:/, '')) === 0 && isIP(address) === 0) return false;
+  const ip = ipToBigInt(address);
+  const net = ipToBigInt(range.address);
+  if (ip.family !== net.family) return false;
+  const width = ip.family === 4 ? 32 : 128;
+  const shift = BigInt(width - range.bits);
+  return ip.value >> shift === net.value >> shift;
+}
+
+function bearer(request: FastifyRequest): string | null {
+  const header = request.headers.authorization;
+  if (!header) return null;
+  const match = /^Bearer ([A-Za-z0-9._~+/=-]{16,256})$/.exec(header);
+  if (!match) throw new AuthError(401, 'authorization: expected "Bearer <token>"');
+  return match[1] as string;
+}
+
+function cookieValue(request: FastifyRequest): string | null {
+  const header = request.headers.cookie;
+  if (!header) return null;
+  for (const part of header.split(';')) {
+    const [name, ...rest] = part.trim().split('=');
+    if (name === SESSION_COOKIE) return rest.join('=');
+  }
+  return null;
+}
+
+export function createAuthenticator(config: Config): Authenticator {
+  const auth = config.auth;
+  const labToken = auth.mode === 'lab' ? (auth.labToken ?? randomBytes(24).toString('base64url')) : null;
+  // Cookies are signed with a per-process key: a restart logs everyone out, which is fine for
+  // a console people open during an incident (they log in again with their token).
+  const cookieKey = randomBytes(32);
+  const allowed = (operator: string) => {
+    if (auth.operators.length > 0 && !auth.operators.includes(operator)) {
+      throw new AuthError(403, `operator "${operator}" is not on the breakglass allowlist`);
+    }
+    return operator;
+  };
+
+  const login = (token: string): string => {
+    if (auth.mode === 'lab') {
+      if (labToken && timingSafeEqual(sha256(token), sha256(labToken))) return allowed('lab-operator');
+      throw new AuthError(401, 'token: not valid');
+    }
+    if (auth.mode === 'token') {
+      const digest = sha256(token);
+      const entry = auth.tokens.find((candidate) => timingSafeEqual(Buffer.from(candidate.sha256, 'hex'), digest));
+      if (!entry) throw new AuthError(401, 'token: not valid');
+      return allowed(entry.operator);
+    }
+    throw new AuthError(401, 'token: this deployment authenticates through its proxy');
+  };
+
+  const sign = (payload: string) => createHmac('sha256', cookieKey).update(payload).digest('base64url');
+  const issueCookie = (operator: string) => {
+    const payload = Buffer.from(JSON.stringify({ operator, expires: Date.now() + COOKIE_LIFETIME_MS })).toString('base64url');
+    return `${payload}.${sign(payload)}`;
+  };
+  const fromCookie = (value: string): string => {
+    const [payload, signature] = value.split('.');
+    if (!payload || !signature) throw new AuthError(401, 'session cookie: malformed');
+    const expected = Buffer.from(sign(payload));
+    const given = Buffer.from(signature);
+    if (expected.length !== given.length || !timingSafeEqual(expected, given)) throw new AuthError(401, 'session cookie: not valid (log in again)');
+    const data = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as { operator: string; expires: number };
+    if (data.expires < Date.now()) throw new AuthError(401, 'session cookie: expired (log in again)');
+    return allowed(data.operator);
+  };
+
+  return {
+    mode: auth.mode,
+    labToken,
+    login,
+    issueCookie,
+    identify(request) {
+      if (auth.mode === 'proxy') {
+        const address = request.socket.remoteAddress ?? '';
+        const trusted = auth.proxy.trustedCidrs.some((cidr) => inCidr(address, cidr));
+        const identity = request.headers[auth.proxy.header];
+        if (!trusted) throw new AuthError(401, `requests must come through the authenticating proxy (${address} is not trusted)`);
+        if (typeof identity !== 'string' || !/^[A-Za-z0-9._@+-]{1,200}$/.test(identity)) throw new AuthError(401, `${auth.proxy.header}: missing or malformed identity header`);
+        return allowed(identity);
+      }
+      if (auth.mode === 'lab') {
+        const address = request.socket.remoteAddress ?? '';
+        if (!['127.0.0.1', '::1', '::ffff:127.0.0.1'].includes(address)) throw new AuthError(401, 'lab mode accepts loopback clients only');
+      }
+      const token = bearer(request);
+      if (token) return login(token);
+      const cookie = cookieValue(request);
+      if (cookie) return fromCookie(cookie);
+      throw new AuthError(401, 'authentication required: log in with your token');
+    },
+  };
+}

@@ -1,0 +1,304 @@
+/**
+ * Configuration, parsed once at start-up into a typed object. Sources, later wins:
+ * defaults < JSON config file (BREAKGLASS_CONFIG or --config) < environment overrides.
+ * Secrets are read from files (mounted Kubernetes Secrets), never from the config file itself.
+ * A bad value stops start-up with a message naming the key. The README's configuration
+ * reference lists every key below with its default.
+ */
+import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import type { CommandPolicy, MutationPolicy, SessionPolicy } from '../workflows/session-types.js';
+
+export class ConfigError extends Error {
+  constructor(
+    readonly key: string,
+    message: string,
+  ) {
+    super(`config: ${key}: ${message}`);
+    this.name = 'ConfigError';
+  }
+}
+
+export interface SshEndpointConfig {
+  host: string;
+  port: number;
+  user: string;
+  /** Private key file (a mounted Secret). */
+  keyFile: string;
+  /** OpenSSH known_hosts file pinning the host key. */
+  knownHostsFile: string | null;
+  /** Alternatively/additionally: pinned `SHA256:…` fingerprints. */
+  fingerprints: string[];
+}
+
+export interface TokenEntry {
+  operator: string;
+  /** Hex sha256 of the bearer token. */
+  sha256: string;
+}
+
+export interface Config {
+  listen: { host: string; port: number };
+  dataDir: string;
+  temporal: {
+    /** null: the lab starts its own dev server. */
+    address: string | null;
+    namespace: string;
+    taskQueue: string;
+    /** Base URL of the Temporal Web UI, for links from the console. */
+    uiUrl: string | null;
+    tls: { caFile: string | null; certFile: string | null; keyFile: string | null; serverName: string | null } | null;
+    apiKeyFile: string | null;
+  };
+  target: { devvmName: string; vmid: number };
+  devvm: SshEndpointConfig;
+  pve: SshEndpointConfig;
+  agent: {
+    apiKeyFile: string | null;
+    /** From ANTHROPIC_API_KEY (env only; never in the file). */
+    apiKey: string | null;
+    model: string;
+    maxTokens: number;
+    maxContextTokens: number;
+    baseUrl: string | null;
+  };
+  policy: SessionPolicy;
+  auth: {
+    mode: 'lab' | 'token' | 'proxy';
+    tokens: TokenEntry[];
+    proxy: { header: string; trustedCidrs: string[] };
+    /** Allowlist of operator names; empty allows every authenticated operator. */
+    operators: string[];
+    labToken: string | null;
+  };
+  notifications: { webhookUrl: string | null; format: 'ntfy' | 'slack' };
+  roles: { server: boolean; worker: boolean };
+}
+
+type Json = Record<string, unknown>;
+
+function at(root: Json, path: string): unknown {
+  return path.split('.').reduce<unknown>((node, part) => (node && typeof node === 'object' ? (node as Json)[part] : undefined), root);
+}
+
+function setAt(root: Json, path: string, value: unknown): void {
+  const parts = path.split('.');
+  let node = root;
+  for (const part of parts.slice(0, -1)) {
+    if (!node[part] || typeof node[part] !== 'object') node[part] = {};
+    node = node[part] as Json;
+  }
+  node[parts[parts.length - 1] as string] = value;
+}
+
+const str = (key: string, value: unknown, fallback: string): string => {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'string' || value.trim() === '') throw new ConfigError(key, 'must be a non-empty string');
+  return value.trim();
+};
+const optStr = (key: string, value: unknown): string | null => (value === undefined || value === null || value === '' ? null : str(key, value, ''));
+const int = (key: string, value: unknown, fallback: number, min: number, max: number): number => {
+  if (value === undefined) return fallback;
+  const number = typeof value === 'string' && /^\d+$/.test(value) ? Number(value) : value;
+  if (typeof number !== 'number' || !Number.isInteger(number) || number < min || number > max) {
+    throw new ConfigError(key, `must be a whole number from ${min} to ${max} (got ${JSON.stringify(value)})`);
+  }
+  return number;
+};
+const oneOf = <T extends string>(key: string, value: unknown, fallback: T, allowed: readonly T[]): T => {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'string' || !allowed.includes(value as T)) throw new ConfigError(key, `must be one of ${allowed.join(', ')} (got ${JSON.stringify(value)})`);
+  return value as T;
+};
+const list = (key: string, value: unknown): string[] => {
+  if (value === undefined) return [];
+  const items = typeof value === 'string' ? value.split(',').map((s) => s.trim()).filter(Boolean) : value;
+  if (!Array.isArray(items) || items.some((item) => typeof item !== 'string' || item.trim() === '')) throw new ConfigError(key, 'must be a list of non-empty strings');
+  return items.map((item: string) => item.trim());
+};
+const url = (key: string, value: unknown): string | null => {
+  const text = optStr(key, value);
+  if (text === null) return null;
+  try {
+    const parsed = new URL(text);
+    if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') throw new Error('scheme');
+  } catch {
+    throw new ConfigError(key, `must be an http(s) URL (got ${JSON.stringify(text)})`);
+  }
+  return text.replace(/\/+$/, '');
+};
+
+export function parseCidr(key: string, cidr: string): { address: string; bits: number; family: 4 | 6 } {
+  const [address, bitsText] = cidr.split('/');
+  const family = isIP(address ?? '');
+  if (!address || (family !== 4 && family !== 6)) throw new ConfigError(key, `"${cidr}" is not an IP address or CIDR`);
+  const max = family === 4 ? 32 : 128;
+  const bits = bitsText === undefined ? max : Number(bitsText);
+  if (!Number.isInteger(bits) || bits < 0 || bits > max) throw new ConfigError(key, `"${cidr}" has a bad prefix length`);
+  return { address, bits, family };
+}
+
+function endpoint(raw: Json, prefix: 'devvm' | 'pve', defaults: { port: number; user: string }): SshEndpointConfig {
+  const knownHostsFile = optStr(`${prefix}.knownHostsFile`, at(raw, `${prefix}.knownHostsFile`));
+  const fingerprints = list(`${prefix}.fingerprints`, at(raw, `${prefix}.fingerprints`));
+  for (const fingerprint of fingerprints) {
+    if (!/^SHA256:[A-Za-z0-9+/]{43}$/.test(fingerprint)) throw new ConfigError(`${prefix}.fingerprints`, `"${fingerprint}" is not a SHA256:… fingerprint`);
+  }
+  const host = str(`${prefix}.host`, at(raw, `${prefix}.host`), '');
+  if (host === '') throw new ConfigError(`${prefix}.host`, 'is required');
+  const keyFile = str(`${prefix}.keyFile`, at(raw, `${prefix}.keyFile`), '');
+  if (keyFile === '') throw new ConfigError(`${prefix}.keyFile`, 'is required (path to the private key, e.g. a mounted Secret)');
+  if (!knownHostsFile && fingerprints.length === 0) {
+    throw new ConfigError(`${prefix}.knownHostsFile`, 'a pinned host key is required (knownHostsFile or fingerprints); accept-any is never used');
+  }
+  return {
+    host,
+    port: int(`${prefix}.port`, at(raw, `${prefix}.port`), defaults.port, 1, 65535),
+    user: str(`${prefix}.user`, at(raw, `${prefix}.user`), defaults.user),
+    keyFile,
+    knownHostsFile,
+    fingerprints,
+  };
+}
+
+/** Environment variables that override file keys (documented in the README). */
+export const ENV_OVERRIDES: Record<string, string> = {
+  PORT: 'listen.port',
+  HOST: 'listen.host',
+  BREAKGLASS_DATA_DIR: 'dataDir',
+  TEMPORAL_ADDRESS: 'temporal.address',
+  TEMPORAL_NAMESPACE: 'temporal.namespace',
+  TEMPORAL_TASK_QUEUE: 'temporal.taskQueue',
+  TEMPORAL_UI_URL: 'temporal.uiUrl',
+  TEMPORAL_API_KEY_FILE: 'temporal.apiKeyFile',
+  BREAKGLASS_AUTH_MODE: 'auth.mode',
+  BREAKGLASS_MODEL: 'agent.model',
+  BREAKGLASS_AGENT_BASE_URL: 'agent.baseUrl',
+  BREAKGLASS_ROLES: 'roles',
+};
+
+export interface LoadOptions {
+  env?: NodeJS.ProcessEnv;
+  /** Parsed file contents (tests) — otherwise read from `configFile`. */
+  file?: Json;
+  configFile?: string | null;
+  /** Values the lab supplies (its own hosts and keys), below the file and the environment. */
+  base?: Json;
+}
+
+export function loadConfig(options: LoadOptions = {}): Config {
+  const env = options.env ?? process.env;
+  const raw: Json = structuredClone(options.base ?? {});
+  const configFile = options.configFile ?? env.BREAKGLASS_CONFIG ?? null;
+  let fileValues: Json = options.file ?? {};
+  if (!options.file && configFile) {
+    try {
+      fileValues = JSON.parse(readFileSync(configFile, 'utf8')) as Json;
+    } catch (error) {
+      throw new ConfigError('BREAKGLASS_CONFIG', `cannot read ${configFile}: ${(error as Error).message}`);
+    }
+  }
+  const merge = (target: Json, source: Json, prefix = '') => {
+    for (const [key, value] of Object.entries(source)) {
+      const path = prefix ? `${prefix}.${key}` : key;
+      if (value && typeof value === 'object' && !Array.isArray(value)) merge(target, value as Json, path);
+      else setAt(target, path, value);
+    }
+  };
+  merge(raw, fileValues);
+  for (const [name, path] of Object.entries(ENV_OVERRIDES)) {
+    if (env[name] !== undefined && env[name] !== '') setAt(raw, path, env[name]);
+  }
+  if (at(raw, 'apiKey') !== undefined || at(raw, 'agent.apiKey') !== undefined) {
+    throw new ConfigError('agent.apiKey', 'secrets never go in the config file: use agent.apiKeyFile or ANTHROPIC_API_KEY');
+  }
+
+  const authMode = oneOf('auth.mode', at(raw, 'auth.mode'), 'lab', ['lab', 'token', 'proxy'] as const);
+  const listenHost = str('listen.host', at(raw, 'listen.host'), '127.0.0.1');
+  const loopback = listenHost === '127.0.0.1' || listenHost === '::1' || listenHost === 'localhost';
+  if (authMode === 'lab' && !loopback) {
+    throw new ConfigError('auth.mode', `"lab" (a printed token) is for loopback only; listen.host is ${listenHost}: configure "token" or "proxy"`);
+  }
+  const tokens = (at(raw, 'auth.tokens') ?? []) as unknown;
+  if (!Array.isArray(tokens)) throw new ConfigError('auth.tokens', 'must be a list of { operator, sha256 }');
+  const tokenEntries = tokens.map((entry, index): TokenEntry => {
+    const key = `auth.tokens[${index}]`;
+    if (!entry || typeof entry !== 'object') throw new ConfigError(key, 'must be { operator, sha256 }');
+    const { operator, sha256 } = entry as Json;
+    if (typeof sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(sha256)) throw new ConfigError(`${key}.sha256`, 'must be the hex sha256 of the token (never the token itself)');
+    return { operator: str(`${key}.operator`, operator, ''), sha256 };
+  });
+  if (authMode === 'token' && tokenEntries.length === 0) throw new ConfigError('auth.tokens', 'auth.mode "token" needs at least one token');
+  const trustedCidrs = list('auth.proxy.trustedCidrs', at(raw, 'auth.proxy.trustedCidrs'));
+  trustedCidrs.forEach((cidr) => parseCidr('auth.proxy.trustedCidrs', cidr));
+  if (authMode === 'proxy' && trustedCidrs.length === 0) throw new ConfigError('auth.proxy.trustedCidrs', 'auth.mode "proxy" needs the proxy addresses it trusts');
+  const operators = list('auth.operators', at(raw, 'auth.operators'));
+  if (authMode === 'proxy' && operators.length === 0) throw new ConfigError('auth.operators', 'auth.mode "proxy" needs an operator allowlist');
+
+  const rolesRaw = at(raw, 'roles');
+  const roles = rolesRaw === undefined ? ['server', 'worker'] : list('roles', rolesRaw);
+  for (const role of roles) if (role !== 'server' && role !== 'worker') throw new ConfigError('roles', `unknown role "${role}" (server, worker)`);
+  if (roles.length === 0) throw new ConfigError('roles', 'at least one of server, worker');
+
+  const tlsRaw = at(raw, 'temporal.tls') as Json | undefined;
+  const agentKeyFile = optStr('agent.apiKeyFile', at(raw, 'agent.apiKeyFile'));
+  let apiKey = env.ANTHROPIC_API_KEY && env.ANTHROPIC_API_KEY.trim() !== '' ? env.ANTHROPIC_API_KEY.trim() : null;
+  if (!apiKey && agentKeyFile) {
+    try {
+      apiKey = readFileSync(agentKeyFile, 'utf8').trim() || null;
+    } catch (error) {
+      throw new ConfigError('agent.apiKeyFile', `cannot read: ${(error as Error).message}`);
+    }
+  }
+
+  return {
+    listen: { host: listenHost, port: int('listen.port', at(raw, 'listen.port'), 8080, 0, 65535) },
+    dataDir: str('dataDir', at(raw, 'dataDir'), '.data'),
+    temporal: {
+      address: optStr('temporal.address', at(raw, 'temporal.address')),
+      namespace: str('temporal.namespace', at(raw, 'temporal.namespace'), 'default'),
+      taskQueue: str('temporal.taskQueue', at(raw, 'temporal.taskQueue'), 'breakglass'),
+      uiUrl: url('temporal.uiUrl', at(raw, 'temporal.uiUrl')),
+      tls: tlsRaw
+        ? {
+            caFile: optStr('temporal.tls.caFile', tlsRaw.caFile),
+            certFile: optStr('temporal.tls.certFile', tlsRaw.certFile),
+            keyFile: optStr('temporal.tls.keyFile', tlsRaw.keyFile),
+            serverName: optStr('temporal.tls.serverName', tlsRaw.serverName),
+          }
+        : null,
+      apiKeyFile: optStr('temporal.apiKeyFile', at(raw, 'temporal.apiKeyFile')),
+    },
+    target: {
+      devvmName: str('target.devvmName', at(raw, 'target.devvmName'), 'devvm'),
+      vmid: int('target.vmid', at(raw, 'target.vmid'), 102, 100, 999_999_999),
+    },
+    devvm: endpoint(raw, 'devvm', { port: 22, user: 'breakglass' }),
+    pve: endpoint(raw, 'pve', { port: 22, user: 'breakglass' }),
+    agent: {
+      apiKeyFile: agentKeyFile,
+      apiKey,
+      model: str('agent.model', at(raw, 'agent.model'), 'claude-sonnet-4-5'),
+      maxTokens: int('agent.maxTokens', at(raw, 'agent.maxTokens'), 2048, 256, 64_000),
+      maxContextTokens: int('agent.maxContextTokens', at(raw, 'agent.maxContextTokens'), 150_000, 8_000, 1_000_000),
+      baseUrl: url('agent.baseUrl', at(raw, 'agent.baseUrl')),
+    },
+    policy: {
+      mutatingVerbs: oneOf<MutationPolicy>('policy.mutatingVerbs', at(raw, 'policy.mutatingVerbs'), 'autonomous', ['autonomous', 'approve', 'two-person']),
+      devvmCommands: oneOf<CommandPolicy>('policy.devvmCommands', at(raw, 'policy.devvmCommands'), 'allowlist', ['allowlist', 'autonomous']),
+      toolCallsPerMessage: int('policy.toolCallsPerMessage', at(raw, 'policy.toolCallsPerMessage'), 20, 1, 200),
+    },
+    auth: {
+      mode: authMode,
+      tokens: tokenEntries,
+      proxy: { header: str('auth.proxy.header', at(raw, 'auth.proxy.header'), 'x-forwarded-user').toLowerCase(), trustedCidrs },
+      operators,
+      labToken: authMode === 'lab' ? optStr('BREAKGLASS_LAB_TOKEN', env.BREAKGLASS_LAB_TOKEN) : null,
+    },
+    notifications: {
+      webhookUrl: url('notifications.webhookUrl', at(raw, 'notifications.webhookUrl')),
+      format: oneOf('notifications.format', at(raw, 'notifications.format'), 'ntfy', ['ntfy', 'slack'] as const),
+    },
+    roles: { server: roles.includes('server'), worker: roles.includes('worker') },
+  };
+}

@@ -1,0 +1,32 @@
+/**
+ * A real deployment: `node --import tsx server/main.ts` (or the Docker image). Reads the config
+ * (BREAKGLASS_CONFIG + environment), refuses to start on a bad value naming the key, and shuts
+ * down gracefully on SIGTERM/SIGINT.
+ */
+import { ConfigError, loadConfig } from './config.js';
+import { startBreakglass } from './start.js';
+
+let config;
+try {
+  config = loadConfig();
+} catch (error) {
+  if (error instanceof ConfigError) {
+    console.error(error.message);
+    process.exit(78);
+  }
+  throw error;
+}
+
+const running = await startBreakglass(config, {
+  logger: { level: process.env.LOG_LEVEL ?? 'info' },
+  agent: config.agent.apiKey ? { mode: 'live', reason: `model ${config.agent.model}` } : { mode: 'off', reason: 'no Anthropic API key configured: manual console' },
+});
+if (running.url) console.log(`breakglass console listening on ${running.url}`);
+
+const shutdown = async (signal: string) => {
+  console.log(`${signal}: shutting down`);
+  await running.close();
+  process.exit(0);
+};
+process.once('SIGTERM', () => void shutdown('SIGTERM'));
+process.once('SIGINT', () => void shutdown('SIGINT'));

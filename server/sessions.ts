@@ -1,0 +1,176 @@
+/**
+ * The console's view of sessions, over the Temporal client: start, list (visibility), state and
+ * transcript (queries), and the operator's messages (updates and signals).
+ */
+import { randomBytes } from 'node:crypto';
+import { Client, WorkflowExecutionAlreadyStartedError, type WorkflowHandle } from '@temporalio/client';
+import { breakglassSession } from '../workflows/session.js';
+import {
+  approvalUpdate,
+  endSessionSignal,
+  operatorMessageUpdate,
+  pauseSignal,
+  requestCommandUpdate,
+  requestVerbUpdate,
+  resumeSignal,
+  setPolicyUpdate,
+  stateQuery,
+  transcriptQuery,
+  type ApprovalInput,
+  type CommandRequestInput,
+  type VerbRequestInput,
+} from '../workflows/messages.js';
+import { LAST_VERB, OPERATOR, OUTCOME, TARGET } from '../workflows/search-attributes.js';
+import type { SessionPolicy, SessionState, SessionTarget, TranscriptEntry, TranscriptPage } from '../workflows/session-types.js';
+
+export interface SessionSummary {
+  id: string;
+  status: string;
+  operator: string | null;
+  target: string | null;
+  startedAt: string;
+  closedAt: string | null;
+  outcome: string | null;
+  lastVerb: string | null;
+}
+
+const ID_ALPHABET = 'abcdefghjkmnpqrstuvwxyz23456789';
+
+/** `bg-20261124-0312-k7qm`: time-ordered, short enough to read out on a call and type. */
+export function newSessionId(now = new Date()): string {
+  const stamp = now.toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 13);
+  const suffix = [...randomBytes(4)].map((byte) => ID_ALPHABET[byte % ID_ALPHABET.length]).join('');
+  return `bg-${stamp}-${suffix}`;
+}
+
+export class Sessions {
+  constructor(
+    private readonly client: Client,
+    private readonly options: { taskQueue: string; target: SessionTarget; policy: SessionPolicy; namespace: string },
+  ) {}
+
+  handle(id: string): WorkflowHandle<typeof breakglassSession> {
+    return this.client.workflow.getHandle<typeof breakglassSession>(id);
+  }
+
+  async start(operator: string, description: string): Promise<string> {
+    for (let attempt = 0; ; attempt++) {
+      const id = newSessionId();
+      try {
+        await this.client.workflow.start(breakglassSession, {
+          taskQueue: this.options.taskQueue,
+          workflowId: id,
+          args: [{ target: this.options.target, operator, description, policy: this.options.policy }],
+          staticSummary: `Breakglass: ${this.options.target.devvm} (VM ${this.options.target.vmid}) — ${operator}`,
+          staticDetails: `**Problem reported by ${operator}:**\n\n${description}`,
+          typedSearchAttributes: [
+            { key: TARGET, value: this.options.target.devvm },
+            { key: OPERATOR, value: operator },
+            { key: OUTCOME, value: 'open' },
+          ],
+        });
+        return id;
+      } catch (error) {
+        if (error instanceof WorkflowExecutionAlreadyStartedError && attempt < 3) continue;
+        throw error;
+      }
+    }
+  }
+
+  async list(limit = 50): Promise<SessionSummary[]> {
+    const sessions: SessionSummary[] = [];
+    for await (const execution of this.client.workflow.list({ query: `WorkflowType = 'breakglassSession' ORDER BY StartTime DESC`, pageSize: limit })) {
+      const attributes = execution.typedSearchAttributes;
+      sessions.push({
+        id: execution.workflowId,
+        status: execution.status.name,
+        operator: attributes.get(OPERATOR) ?? null,
+        target: attributes.get(TARGET) ?? null,
+        startedAt: execution.startTime.toISOString(),
+        closedAt: execution.closeTime?.toISOString() ?? null,
+        outcome: attributes.get(OUTCOME) ?? null,
+        lastVerb: attributes.get(LAST_VERB) ?? null,
+      });
+      if (sessions.length >= limit) break;
+    }
+    return sessions;
+  }
+
+  state(id: string): Promise<SessionState> {
+    return this.handle(id).query(stateQuery);
+  }
+
+  /** A page of the transcript; follows continue-as-new back into earlier runs when asked. */
+  async transcript(id: string, cursor?: number, limit = 100): Promise<TranscriptPage> {
+    const current = await this.handle(id).query(transcriptQuery, { ...(cursor !== undefined ? { cursor } : {}), limit });
+    if (cursor === undefined || cursor >= current.firstSeq || !current.previousRunId) return current;
+    // An older entry: walk back to the run that holds it (closed runs still answer queries).
+    let runId: string | null = current.previousRunId;
+    while (runId) {
+      const page: TranscriptPage = await this.client.workflow.getHandle(id, runId).query(transcriptQuery, { cursor, limit });
+      if (cursor >= page.firstSeq || !page.previousRunId) return page;
+      runId = page.previousRunId;
+    }
+    return current;
+  }
+
+  /** Every entry of every run, oldest first (the postmortem). */
+  async fullTranscript(id: string): Promise<TranscriptEntry[]> {
+    const runs: string[] = [];
+    const head = await this.handle(id).query(transcriptQuery, { limit: 1 });
+    let previous = head.previousRunId;
+    while (previous) {
+      runs.unshift(previous);
+      const page: TranscriptPage = await this.client.workflow.getHandle(id, previous).query(transcriptQuery, { limit: 1 });
+      previous = page.previousRunId;
+    }
+    const entries: TranscriptEntry[] = [];
+    for (const runId of [...runs, undefined]) {
+      const handle = runId ? this.client.workflow.getHandle(id, runId) : this.handle(id);
+      let cursor: number | undefined;
+      for (;;) {
+        const page: TranscriptPage = await handle.query(transcriptQuery, { ...(cursor !== undefined ? { cursor } : {}), limit: 200 });
+        entries.push(...page.entries);
+        if (page.entries.length < 200) break;
+        cursor = page.nextCursor ?? undefined;
+      }
+    }
+    return entries;
+  }
+
+  message(id: string, operator: string, text: string) {
+    return this.handle(id).executeUpdate(operatorMessageUpdate, { args: [{ operator, text }] });
+  }
+
+  verb(id: string, request: VerbRequestInput) {
+    return this.handle(id).executeUpdate(requestVerbUpdate, { args: [request] });
+  }
+
+  command(id: string, request: CommandRequestInput) {
+    return this.handle(id).executeUpdate(requestCommandUpdate, { args: [request] });
+  }
+
+  approval(id: string, decision: ApprovalInput) {
+    return this.handle(id).executeUpdate(approvalUpdate, { args: [decision] });
+  }
+
+  policy(id: string, operator: string, policy: Partial<SessionPolicy>) {
+    return this.handle(id).executeUpdate(setPolicyUpdate, { args: [{ operator, policy }] });
+  }
+
+  pause(id: string, operator: string, reason?: string) {
+    return this.handle(id).signal(pauseSignal, { operator, ...(reason ? { reason } : {}) });
+  }
+
+  resume(id: string, operator: string) {
+    return this.handle(id).signal(resumeSignal, { operator });
+  }
+
+  end(id: string, operator: string, reason?: string) {
+    return this.handle(id).signal(endSessionSignal, { operator, ...(reason ? { reason } : {}) });
+  }
+
+  cancel(id: string) {
+    return this.handle(id).cancel();
+  }
+}
