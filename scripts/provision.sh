@@ -3,7 +3,7 @@
 # git-ignored project tools dir .tools/bin (symlinks into a per-user, per-version cache, so a
 # fresh clone on a machine that built them once links them in well under a second).
 #
-#   sh scripts/provision.sh [all | TOOL ...]      TOOL: temporal tctl helm sshd socat chromium
+#   sh scripts/provision.sh [all | TOOL ...]      TOOL: temporal tctl helm sshd socat shellcheck chromium
 #
 # Go tools are built with `go install` from the Go module proxy (no prebuilt downloads are
 # reachable here); Debian packages with apt-get when missing. Exit status is non-zero, with
@@ -83,15 +83,16 @@ provision() {
     helm) go_tool helm "$HELM_VERSION" helm.sh/helm/v3 ./cmd/helm ;;
     sshd) apt_tool sshd openssh-server /usr/sbin/sshd ;;
     socat) apt_tool socat socat /usr/bin/socat ;;
+    shellcheck) apt_tool shellcheck shellcheck /usr/bin/shellcheck ;;
     chromium) apt_tool chromium chromium /usr/bin/chromium ;;
-    *) die "unknown tool '$1' (known: temporal tctl helm sshd socat chromium)" ;;
+    *) die "unknown tool '$1' (known: temporal tctl helm sshd socat shellcheck chromium)" ;;
   esac
 }
 
 [ $# -gt 0 ] || set -- all
 for tool in "$@"; do
   if [ "$tool" = all ]; then
-    for t in sshd socat chromium temporal tctl helm; do provision "$t"; done
+    for t in sshd socat shellcheck chromium temporal tctl helm; do provision "$t"; done
   else
     provision "$tool"
   fi

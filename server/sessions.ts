@@ -79,7 +79,8 @@ export class Sessions {
 
   async list(limit = 50): Promise<SessionSummary[]> {
     const sessions: SessionSummary[] = [];
-    for await (const execution of this.client.workflow.list({ query: `WorkflowType = 'breakglassSession' ORDER BY StartTime DESC`, pageSize: limit })) {
+    // Visibility returns newest first; ORDER BY is not available on every store (not on SQLite).
+    for await (const execution of this.client.workflow.list({ query: `WorkflowType = 'breakglassSession'`, pageSize: limit })) {
       const attributes = execution.typedSearchAttributes;
       sessions.push({
         id: execution.workflowId,
@@ -93,7 +94,7 @@ export class Sessions {
       });
       if (sessions.length >= limit) break;
     }
-    return sessions;
+    return sessions.sort((a, b) => b.startedAt.localeCompare(a.startedAt));
   }
 
   state(id: string): Promise<SessionState> {

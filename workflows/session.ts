@@ -54,6 +54,7 @@ import type {
   SessionInput,
   SessionPolicy,
   SessionState,
+  SessionTiming,
   TranscriptEntry,
   VerbItem,
   WorkItem,
@@ -88,6 +89,34 @@ const commands = proxyActivities<Activities>({
   heartbeatTimeout: '10s',
   retry: { maximumAttempts: 1 },
 });
+
+/** Clamps an optional number into [min, max]; undefined (or not a number) stays undefined. */
+function clampOptional(value: number | undefined, min: number, max: number): number | undefined {
+  return typeof value === 'number' && Number.isFinite(value) ? Math.min(Math.max(value, min), max) : undefined;
+}
+
+/**
+ * Activity option overrides from SessionInput.timing, merged over the proxies' defaults by
+ * executeWithOptions. Without timing they are empty: the defaults above apply unchanged.
+ */
+function timingOverrides(timing: SessionTiming | undefined) {
+  // Activities heartbeat every second: a timeout under 2 s would fail healthy attempts.
+  const heartbeatSeconds = clampOptional(timing?.heartbeatTimeoutSeconds, 2, 600);
+  const initialSeconds = clampOptional(timing?.retryInitialIntervalSeconds, 0.1, 60);
+  const maximumSeconds = clampOptional(timing?.retryMaximumIntervalSeconds, 0.1, 600);
+  const heartbeat = heartbeatSeconds === undefined ? {} : { heartbeatTimeout: heartbeatSeconds * 1000 };
+  const retry = (defaults: { initial: number; maximum: number }) => {
+    if (initialSeconds === undefined && maximumSeconds === undefined) return {};
+    const maximum = maximumSeconds ?? Math.max(defaults.maximum, initialSeconds ?? 0);
+    const initial = Math.min(initialSeconds ?? defaults.initial, maximum);
+    return { retry: { initialInterval: initial * 1000, maximumInterval: maximum * 1000 } };
+  };
+  return {
+    heartbeat,
+    reads: { ...heartbeat, ...retry({ initial: 1, maximum: 10 }) },
+    mutations: { ...heartbeat, ...retry({ initial: 2, maximum: 15 }) },
+  };
+}
 
 interface FailureInfo {
   kind: string;
@@ -130,6 +159,7 @@ export function hostRequestId(workflowId: string, key: string, suffix: string): 
 
 export async function breakglassSession(input: SessionInput): Promise<Outcome> {
   const info = workflowInfo();
+  const tuned = timingOverrides(input.timing);
   const carried: CarriedState | undefined = input.continued;
   const entries: TranscriptEntry[] = [];
   let nextSeq = carried?.nextSeq ?? 1;
@@ -205,6 +235,20 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
     refreshDetails();
     return { key: item.key, approvalId };
   };
+
+  // The first entry is recorded before any handler is registered: Temporal delivers buffered
+  // signals and updates the moment their handler is set.
+  if (carried) {
+    record({ type: 'session-continued', previousRunId: carried.previousRunId, firstSeq });
+  } else {
+    upsertSearchAttributes([
+      { key: TARGET, value: input.target.devvm },
+      { key: OPERATOR, value: input.operator },
+      { key: OUTCOME, value: 'open' },
+    ]);
+    record({ type: 'session-started', operator: input.operator, description: input.description, target: input.target, policy: input.policy });
+  }
+  refreshDetails();
 
   // ------------------------------------------------------------------ message validation
   const validateVerbRequest = (request: VerbRequestInput) => {
@@ -401,7 +445,7 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
   const requestId = (item: WorkItem, suffix: string) => hostRequestId(info.workflowId, item.key, suffix);
 
   const checkStatus = async (item: WorkItem, summary: string) => {
-    const result = await reads.pveStatus.executeWithOptions({ summary }, []);
+    const result = await reads.pveStatus.executeWithOptions({ ...tuned.reads, summary }, []);
     setVm(result.vm);
     record({ type: 'status', key: item.key, result });
     return result;
@@ -409,7 +453,7 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
 
   const captureForensics = async (item: WorkItem, trigger: string) => {
     const result = await reads.pveForensics.executeWithOptions(
-      { startToCloseTimeout: '3m', summary: trigger === 'on request' ? 'forensics' : `forensics before ${trigger}` },
+      { ...tuned.reads, startToCloseTimeout: '3m', summary: trigger === 'on request' ? 'forensics' : `forensics before ${trigger}` },
       [{ requestId: requestId(item, '.f'), trigger }],
     );
     record({ type: 'forensics', key: item.key, trigger, result });
@@ -436,7 +480,7 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
     await CancellationScope.nonCancellable(async () => {
       try {
         const result = await mutations.pveMutation.executeWithOptions(
-          { summary: `${verb} VM ${input.target.vmid}` },
+          { ...tuned.mutations, summary: `${verb} VM ${input.target.vmid}` },
           [{ verb, requestId: requestId(item, '.m') }],
         );
         lastMutationOk = result.ok;
@@ -463,7 +507,7 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
       if (verb === 'stop') return;
       const started = Date.now();
       const wait = await mutations.waitForDevvm.executeWithOptions(
-        { startToCloseTimeout: `${DEVVM_WAIT_SECONDS + 30}s`, retry: { maximumAttempts: 1 }, summary: `wait for devvm SSH after ${verb}` },
+        { ...tuned.heartbeat, startToCloseTimeout: `${DEVVM_WAIT_SECONDS + 30}s`, retry: { maximumAttempts: 1 }, summary: `wait for devvm SSH after ${verb}` },
         [{ deadlineSeconds: DEVVM_WAIT_SECONDS }],
       );
       devvmReachable = wait.reachable;
@@ -475,7 +519,7 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
   const runCommand = async (item: CommandItem) => {
     try {
       const result = await commands.devvmCommand.executeWithOptions(
-        { startToCloseTimeout: `${item.timeoutSeconds + 30}s`, summary: `devvm: ${item.command.slice(0, 80)}` },
+        { ...tuned.heartbeat, startToCloseTimeout: `${item.timeoutSeconds + 30}s`, summary: `devvm: ${item.command.slice(0, 80)}` },
         [{ command: item.command, timeoutSeconds: item.timeoutSeconds }],
       );
       devvmReachable = true;
@@ -528,17 +572,6 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
   });
 
   // ---------------------------------------------------------------------- main loop
-  if (carried) {
-    record({ type: 'session-continued', previousRunId: carried.previousRunId, firstSeq });
-  } else {
-    upsertSearchAttributes([
-      { key: TARGET, value: input.target.devvm },
-      { key: OPERATOR, value: input.operator },
-      { key: OUTCOME, value: 'open' },
-    ]);
-    record({ type: 'session-started', operator: input.operator, description: input.description, target: input.target, policy: input.policy });
-  }
-  refreshDetails();
 
   try {
     for (;;) {

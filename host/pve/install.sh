@@ -65,7 +65,7 @@ refuse() {
 }
 # A value as it may be shown in a message: printable, bounded.
 shown() { printf '%s' "$1" | tr -c '[:print:]' '?' | cut -c1-80; }
-usage() { sed -n '2,/^$/{s/^# \{0,1\}//;p;}' "$0"; }
+usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; }
 
 # ------------------------------------------------------------------------------- options
 ROOT_OPT=/ KEY_FILE='' FROM='' FROM_SET=0 VMID=102
@@ -200,10 +200,12 @@ check_vmid
 check_from
 check_public_key
 HERE=$(cd "$(dirname "$0")" && pwd -P)
-[ -f "$HERE/pve-dispatch" ] && [ -f "$HERE/pve.conf.example" ] ||
+if [ ! -f "$HERE/pve-dispatch" ] || [ ! -f "$HERE/pve.conf.example" ]; then
   die "pve-dispatch and pve.conf.example must sit next to this script (copy the whole host/pve directory)"
-grep -q '^vmid=' "$HERE/pve.conf.example" && grep -q '^escalate=' "$HERE/pve.conf.example" ||
+fi
+if ! grep -q '^vmid=' "$HERE/pve.conf.example" || ! grep -q '^escalate=' "$HERE/pve.conf.example"; then
   die "$HERE/pve.conf.example lacks its active vmid= and escalate= lines"
+fi
 
 AS_ROOT=0
 [ "$(id -u)" = 0 ] && AS_ROOT=1
@@ -214,6 +216,8 @@ if [ -z "$R" ]; then
     command -v "$tool" >/dev/null 2>&1 || die "'$tool' is not installed (apt-get install sudo util-linux coreutils bsdutils passwd)"
   done
   command -v visudo >/dev/null 2>&1 || die "'visudo' is missing (it comes with sudo)"
+  command -v sshd >/dev/null 2>&1 || die "'sshd' is missing (apt-get install openssh-server)"
+  sshd -t || die 'sshd -t fails before any change: fix the sshd configuration first; nothing installed'
   command -v socat >/dev/null 2>&1 || warn "socat is missing: forensics will record its QMP sections as failed (apt-get install socat)"
   if ! command -v qm >/dev/null 2>&1; then
     warn 'qm not found: is this the Proxmox VE node that hosts the devvm?'
@@ -225,6 +229,7 @@ fi
 # ------------------------------------------------------------------------- writing helpers
 STAGE=$(mktemp -d "${TMPDIR:-/tmp}/breakglass-install.XXXXXX")
 TMP=''
+# shellcheck disable=SC2317 # runs from the EXIT trap
 cleanup() {
   if [ -n "$TMP" ]; then rm -f "$TMP"; fi
   rm -rf "$STAGE"
@@ -304,6 +309,7 @@ cat >"$STAGE/sudoers" <<EOF
 Defaults:$ACCOUNT !requiretty
 $ACCOUNT ALL=(root) NOPASSWD: $DISPATCHER --validated *
 EOF
+chmod 0440 "$STAGE/sudoers"
 if [ -z "$R" ]; then
   visudo -cqf "$STAGE/sudoers" >/dev/null || die 'visudo rejects the composed sudoers drop-in; nothing installed'
 fi
@@ -328,6 +334,7 @@ scratch_db() { # FILE DEFAULT_MODE: put the staged FILE, keeping an existing fil
   f=$R/etc/$1
   if [ -f "$f" ]; then put "/etc/$1" "$(stat -c %a "$f")" "$(stat -c %u:%g "$f")" "$STAGE/$1"; else put "/etc/$1" "$2" 0:0 "$STAGE/$1"; fi
 }
+db_path() { if [ -f "$R/etc/$1" ]; then echo "$R/etc/$1"; else echo "$STAGE/$1.empty"; fi; }
 free_id() { # FILE LOW HIGH [PREFERRED]: a numeric id unused in FILE's third field, highest first
   awk -F: -v lo="$2" -v hi="$3" -v pref="${4-}" '{ used[$3] = 1 }
     END { if (pref != "" && !(pref in used)) { print pref; exit }
@@ -336,7 +343,6 @@ free_id() { # FILE LOW HIGH [PREFERRED]: a numeric id unused in FILE's third fie
 scratch_account() {
   mkdir -p "$R/etc"
   for db in group passwd shadow; do [ -f "$R/etc/$db" ] || : >"$STAGE/$db.empty"; done
-  db_path() { if [ -f "$R/etc/$1" ]; then echo "$R/etc/$1"; else echo "$STAGE/$1.empty"; fi; }
   gid=$(awk -F: -v u="$ACCOUNT" '$1 == u { print $3; exit }' "$(db_path group)")
   if [ -z "$gid" ]; then
     gid=$(free_id "$(db_path group)" 100 999)

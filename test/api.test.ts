@@ -1,0 +1,270 @@
+import { createHash } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { FastifyInstance } from 'fastify';
+import { buildApp } from '../server/app.js';
+import { createAuthenticator } from '../server/auth.js';
+import { loadConfig, type Config } from '../server/config.js';
+import { SessionEvents } from '../server/events.js';
+import { LiveBus } from '../server/live-bus.js';
+import { Sessions } from '../server/sessions.js';
+import { DEFAULT_POLICY, type TranscriptEntry } from '../workflows/session-types.js';
+import { startSessionEnv, uniqueQueue, type SessionEnv } from './helpers/session-env.js';
+
+const ALICE = 'alice-token-0123456789abcdef';
+const BOB = 'bob-token-0123456789abcdefgh';
+const sha = (text: string) => createHash('sha256').update(text).digest('hex');
+
+const endpoints = {
+  devvm: { host: '127.0.0.1', keyFile: '/dev/null', fingerprints: ['SHA256:' + 'A'.repeat(43)] },
+  pve: { host: '127.0.0.1', keyFile: '/dev/null', fingerprints: ['SHA256:' + 'A'.repeat(43)] },
+};
+
+let env: SessionEnv;
+let queue: string;
+const apps: FastifyInstance[] = [];
+
+async function serve(auth: Record<string, unknown>, configEnv: Record<string, string> = {}): Promise<{ base: string; config: Config }> {
+  const config = loadConfig({ env: configEnv, file: { ...endpoints, auth } });
+  const sessions = new Sessions(env.client, { taskQueue: queue, target: { devvm: 'devvm', vmid: 102 }, policy: DEFAULT_POLICY, namespace: 'default' });
+  const app = await buildApp({
+    sessions,
+    events: new SessionEvents(sessions, new LiveBus(), 100),
+    auth: createAuthenticator(config),
+    readiness: async () => ({ temporal: true, worker: true }),
+    temporalUiUrl: 'http://127.0.0.1:8233',
+    namespace: 'default',
+    agent: { mode: 'off', reason: 'test' },
+    heartbeatMs: 500,
+  });
+  apps.push(app);
+  const base = await app.listen({ host: '127.0.0.1', port: 0 });
+  return { base, config };
+}
+
+const json = (token: string | null, body?: unknown, method = 'POST'): RequestInit => ({
+  method,
+  headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+  ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+});
+
+async function until<T>(probe: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error('condition not met in time');
+}
+
+async function entries(base: string, id: string): Promise<TranscriptEntry[]> {
+  const response = await fetch(`${base}/api/sessions/${id}/transcript?limit=200`, { headers: { authorization: `Bearer ${ALICE}` } });
+  return ((await response.json()) as { entries: TranscriptEntry[] }).entries;
+}
+
+beforeAll(async () => {
+  env = await startSessionEnv();
+  queue = uniqueQueue('api');
+  await env.startWorker(queue);
+}, 120_000);
+
+afterAll(async () => {
+  for (const app of apps) await app.close();
+  await env?.teardown();
+});
+
+describe('HTTP API with token auth', () => {
+  let base: string;
+  beforeAll(async () => {
+    ({ base } = await serve({ mode: 'token', tokens: [{ operator: 'alice', sha256: sha(ALICE) }, { operator: 'bob', sha256: sha(BOB) }] }));
+  });
+
+  it('when probed, then /healthz and /readyz answer and every response carries a strict CSP', async () => {
+    const health = await fetch(`${base}/healthz`);
+    expect(health.status).toBe(200);
+    expect(health.headers.get('content-security-policy')).toContain("script-src 'self'");
+    expect(health.headers.get('x-frame-options')).toBe('DENY');
+    expect((await (await fetch(`${base}/readyz`)).json()) as object).toMatchObject({ ready: true });
+  });
+
+  it('when unauthenticated or with a wrong token, then 401 names the problem', async () => {
+    const anonymous = await fetch(`${base}/api/sessions`);
+    expect(anonymous.status).toBe(401);
+    expect(await anonymous.json()).toMatchObject({ error: 'unauthenticated' });
+    const wrong = await fetch(`${base}/api/sessions`, { headers: { authorization: 'Bearer not-a-real-token-123456' } });
+    expect(wrong.status).toBe(401);
+  });
+
+  it('when a body is bad, then 400 names the field', async () => {
+    const cases: [string, unknown, RegExp][] = [
+      ['/api/sessions', {}, /description/],
+      ['/api/sessions', { description: 'x', extra: 1 }, /additional/],
+    ];
+    for (const [path, body, pattern] of cases) {
+      const response = await fetch(`${base}${path}`, json(ALICE, body));
+      expect(response.status, path).toBe(400);
+      const error = (await response.json()) as { error: string; message: string };
+      expect(error.error).toBe('bad_request');
+      expect(error.message).toMatch(pattern);
+    }
+  });
+
+  it('when an operator drives a session, then every route does its job and records who acted', async () => {
+    const created = await fetch(`${base}/api/sessions`, json(ALICE, { description: 'devvm does not answer ssh' }));
+    expect(created.status).toBe(200);
+    const { id } = (await created.json()) as { id: string };
+    expect(id).toMatch(/^bg-\d{8}-\d{4}-[a-z2-9]{4}$/);
+
+    const badVerb = await fetch(`${base}/api/sessions/${id}/verbs`, json(ALICE, { verb: 'reboot', reason: 'x' }));
+    expect(badVerb.status).toBe(400);
+    expect(((await badVerb.json()) as { message: string }).message).toMatch(/verb/);
+    const badCommand = await fetch(`${base}/api/sessions/${id}/commands`, json(ALICE, { command: 'uptime', timeoutSeconds: 0 }));
+    expect(badCommand.status).toBe(400);
+    expect(((await badCommand.json()) as { message: string }).message).toMatch(/timeoutSeconds/);
+
+    const message = await fetch(`${base}/api/sessions/${id}/messages`, json(ALICE, { text: 'what is wrong?' }));
+    expect(message.status).toBe(200);
+    const status = await fetch(`${base}/api/sessions/${id}/verbs`, json(ALICE, { verb: 'status', reason: 'look first' }));
+    expect(await status.json()).toMatchObject({ approvalId: null });
+    const command = await fetch(`${base}/api/sessions/${id}/commands`, json(ALICE, { command: 'echo api-was-here; exit 3', timeoutSeconds: 10 }));
+    expect(command.status).toBe(200);
+    const done = await until(async () => {
+      const all = await entries(base, id);
+      return all.some((e) => e.type === 'command-result') && all.some((e) => e.type === 'status') ? all : undefined;
+    });
+    const result = done.find((e): e is Extract<TranscriptEntry, { type: 'command-result' }> => e.type === 'command-result')!;
+    expect(result.result.exitCode).toBe(3);
+    expect(result.result.stdout).toContain('api-was-here');
+    expect(done.find((e) => e.type === 'operator-message')).toMatchObject({ operator: 'alice' });
+
+    // Two-person policy: alice's cycle waits for bob.
+    const policy = await fetch(`${base}/api/sessions/${id}/policy`, json(ALICE, { mutatingVerbs: 'two-person' }, 'PUT'));
+    expect(policy.status).toBe(200);
+    const cycle = (await (await fetch(`${base}/api/sessions/${id}/verbs`, json(ALICE, { verb: 'cycle', reason: 'I/O stalled' }))).json()) as { approvalId: string };
+    expect(cycle.approvalId).toBeTruthy();
+    const selfApprove = await fetch(`${base}/api/sessions/${id}/approvals/${cycle.approvalId}`, json(ALICE, { decision: 'approve' }));
+    expect(selfApprove.status).toBe(422);
+    expect(((await selfApprove.json()) as { message: string }).message).toMatch(/operator/);
+    const unknown = await fetch(`${base}/api/sessions/${id}/approvals/a-nope`, json(BOB, { decision: 'approve' }));
+    expect(unknown.status).toBe(422);
+    expect(((await unknown.json()) as { message: string }).message).toMatch(/approvalId/);
+    const approve = await fetch(`${base}/api/sessions/${id}/approvals/${cycle.approvalId}`, json(BOB, { decision: 'approve', reason: 'agreed' }));
+    expect(approve.status).toBe(200);
+    const afterCycle = await until(async () => {
+      const all = await entries(base, id);
+      return all.some((e) => e.type === 'devvm-wait') ? all : undefined;
+    }, 60_000);
+    expect(afterCycle.find((e) => e.type === 'approval')).toMatchObject({ operator: 'bob', decision: 'approve' });
+    const types = afterCycle.map((e) => e.type);
+    expect(types.lastIndexOf('forensics')).toBeLessThan(types.indexOf('verb-result'));
+
+    const view = (await (await fetch(`${base}/api/sessions/${id}`, { headers: { authorization: `Bearer ${BOB}` } })).json()) as { state: { lastVerb: string; vm: { pid: number } } };
+    expect(view.state.lastVerb).toBe('cycle');
+
+    expect((await fetch(`${base}/api/sessions/${id}/pause`, json(BOB, { reason: 'hands off' }))).status).toBe(200);
+    expect((await fetch(`${base}/api/sessions/${id}/resume`, json(BOB, {}))).status).toBe(200);
+
+    const report = await fetch(`${base}/api/sessions/${id}/report`, { headers: { authorization: `Bearer ${ALICE}` } });
+    expect(report.status).toBe(200);
+    expect(report.headers.get('content-type')).toContain('text/markdown');
+    const markdown = await report.text();
+    const forensics = afterCycle.find((e): e is Extract<TranscriptEntry, { type: 'forensics' }> => e.type === 'forensics')!;
+    expect(markdown).toContain(forensics.result.forensics.sha256);
+    expect(markdown).toMatch(/cycle\*\* succeeded.*pid \d+ → \d+/);
+    expect(markdown).toContain('bob** approved');
+    expect(markdown).toMatch(/exit 3/);
+
+    const list = (await (await fetch(`${base}/api/sessions`, { headers: { authorization: `Bearer ${ALICE}` } })).json()) as { sessions: { id: string }[] };
+    expect(list.sessions.map((s) => s.id)).toContain(id);
+
+    expect((await fetch(`${base}/api/sessions/${id}/end`, json(ALICE, { reason: 'fixed' }))).status).toBe(200);
+    expect((await fetch(`${base}/api/sessions/bg-nope/pause`, json(ALICE, {}))).status).toBe(404);
+  });
+
+  it('when a client listens to events, then entries stream with ids and Last-Event-ID resumes without gaps', async () => {
+    const { id } = (await (await fetch(`${base}/api/sessions`, json(ALICE, { description: 'events' }))).json()) as { id: string };
+    const read = async (headers: Record<string, string>, wanted: (text: string) => boolean) => {
+      const controller = new AbortController();
+      const response = await fetch(`${base}/api/sessions/${id}/events`, { headers: { authorization: `Bearer ${ALICE}`, ...headers }, signal: controller.signal });
+      expect(response.headers.get('content-type')).toContain('text/event-stream');
+      const reader = response.body!.getReader();
+      let text = '';
+      const deadline = Date.now() + 20_000;
+      while (!wanted(text) && Date.now() < deadline) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        text += new TextDecoder().decode(value);
+      }
+      controller.abort();
+      return text;
+    };
+    await fetch(`${base}/api/sessions/${id}/messages`, json(ALICE, { text: 'first' }));
+    const first = await read({}, (text) => text.includes('"first"') && text.includes('event: state'));
+    expect(first).toMatch(/id: 1\nevent: entry/);
+    expect(first).toMatch(/id: 2\nevent: entry\ndata: .*"first"/);
+    await fetch(`${base}/api/sessions/${id}/messages`, json(ALICE, { text: 'second' }));
+    const resumed = await read({ 'last-event-id': '2' }, (text) => text.includes('"second"'));
+    expect(resumed).not.toContain('"first"');
+    expect(resumed).toMatch(/id: 3\nevent: entry\ndata: .*"second"/);
+    await fetch(`${base}/api/sessions/${id}/end`, json(ALICE, {}));
+  });
+
+  it('when the OpenAPI document is fetched, then it lists the routes', async () => {
+    const docs = (await (await fetch(`${base}/api/docs`)).json()) as { openapi: string; paths: Record<string, unknown> };
+    expect(docs.openapi).toMatch(/^3\./);
+    expect(Object.keys(docs.paths)).toEqual(expect.arrayContaining(['/api/sessions', '/api/sessions/{id}/verbs', '/api/sessions/{id}/events', '/api/sessions/{id}/approvals/{approvalId}']));
+  });
+});
+
+describe('cookie sessions and CSRF', () => {
+  it('when a cookie-authenticated POST comes cross-site, then it is refused; same-origin is accepted', async () => {
+    const { base } = await serve({ mode: 'token', tokens: [{ operator: 'alice', sha256: sha(ALICE) }] });
+    const login = await fetch(`${base}/api/login`, json(null, { token: ALICE }));
+    expect(login.status).toBe(200);
+    const cookie = login.headers.get('set-cookie')!;
+    expect(cookie).toMatch(/HttpOnly; SameSite=Strict/);
+    const jar = cookie.split(';')[0]!;
+    const origin = base;
+    const post = (headers: Record<string, string>) =>
+      fetch(`${base}/api/sessions`, { method: 'POST', headers: { 'content-type': 'application/json', cookie: jar, ...headers }, body: JSON.stringify({ description: 'csrf' }) });
+    expect((await post({ origin: 'https://evil.example' })).status).toBe(403);
+    expect((await post({ origin, 'sec-fetch-site': 'cross-site' })).status).toBe(403);
+    expect((await post({})).status).toBe(403);
+    const ok = await post({ origin, 'sec-fetch-site': 'same-origin' });
+    expect(ok.status).toBe(200);
+    const { id } = (await ok.json()) as { id: string };
+    await fetch(`${base}/api/sessions/${id}/end`, json(ALICE, {}));
+    expect((await fetch(`${base}/api/me`, { headers: { cookie: jar } })).status).toBe(200);
+    expect((await fetch(`${base}/api/me`, { headers: { cookie: 'breakglass_session=forged.signature' } })).status).toBe(401);
+  });
+});
+
+describe('proxy auth', () => {
+  it('when the identity header comes from an untrusted address, then 401; an operator off the allowlist gets 403', async () => {
+    const untrusted = await serve({ mode: 'proxy', proxy: { trustedCidrs: ['10.0.0.0/8'] }, operators: ['alice'] });
+    const forged = await fetch(`${untrusted.base}/api/me`, { headers: { 'x-forwarded-user': 'alice' } });
+    expect(forged.status).toBe(401);
+    expect(((await forged.json()) as { message: string }).message).toMatch(/proxy/);
+
+    const trusted = await serve({ mode: 'proxy', proxy: { trustedCidrs: ['127.0.0.1/32'] }, operators: ['alice'] });
+    const me = await fetch(`${trusted.base}/api/me`, { headers: { 'x-forwarded-user': 'alice' } });
+    expect(me.status).toBe(200);
+    expect(await me.json()).toMatchObject({ operator: 'alice', authMode: 'proxy' });
+    expect((await fetch(`${trusted.base}/api/me`, { headers: { 'x-forwarded-user': 'mallory' } })).status).toBe(403);
+    expect((await fetch(`${trusted.base}/api/me`)).status).toBe(401);
+  });
+});
+
+describe('lab auth', () => {
+  it('when the lab token is used from loopback, then the operator is the lab operator', async () => {
+    const labToken = 'fixed-lab-token-for-scripts-42';
+    const { base } = await serve({ mode: 'lab' }, { BREAKGLASS_LAB_TOKEN: labToken });
+    const me = await fetch(`${base}/api/me`, { headers: { authorization: `Bearer ${labToken}` } });
+    expect(await me.json()).toMatchObject({ operator: 'lab-operator', authMode: 'lab' });
+    expect((await fetch(`${base}/api/me`, { headers: { authorization: 'Bearer wrong-lab-token-000000' } })).status).toBe(401);
+  });
+
+  it('when lab auth is configured on a non-loopback address, then the config is refused naming the key', () => {
+    expect(() => loadConfig({ env: {}, file: { ...endpoints, listen: { host: '0.0.0.0' }, auth: { mode: 'lab' } } })).toThrow(/auth\.mode/);
+  });
+});
