@@ -17,7 +17,7 @@ const forbiddenInWorkflows = [
 ];
 
 export default tseslint.config(
-  { ignores: ['node_modules/', '.tools/', '.data/', 'dist/', 'ui/dist/', 'coverage/'] },
+  { ignores: ['node_modules/', '.tools/', '.data/', '.scratch/', 'dist/', 'ui/dist/', 'coverage/'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

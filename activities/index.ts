@@ -5,6 +5,16 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ApplicationFailure, Context } from '@temporalio/activity';
+import type { Client } from '@temporalio/client';
+import { buildConversation } from './agent/conversation.js';
+import { estimateCostUsd } from './agent/cost.js';
+import { toApplicationFailure } from './agent/errors.js';
+import { toolKey } from './agent/keys.js';
+import { systemPrompt } from './agent/system-prompt.js';
+import { validateToolCall, type ToolRequest } from './agent/tools.js';
+import { readFullTranscript } from './agent/transcript.js';
+import { runAgentTurn, type AgentModelConfig } from './agent/turn.js';
+import type { AgentToolCall, AgentTranscriptEntry, AgentUsage } from './agent/types.js';
 import { runDevvmCommand } from './devvm/command.js';
 import { pveForensics, pveMutation, pveStatus } from './pve/verbs.js';
 import { runSshCommand, type SshTarget } from './ssh/connection.js';
@@ -25,10 +35,43 @@ export interface ActivityDeps {
     devvmProbeMs?: number;
   };
   /** Live output side channel (token deltas, command output), keyed by activity attempt. */
-  onCommandOutput?: (key: { workflowId: string; activityId: string; attempt: number }, stream: 'stdout' | 'stderr', chunk: string) => void;
+  onCommandOutput?: (key: LiveKey, stream: 'stdout' | 'stderr', chunk: string) => void;
+  onAgentText?: (key: LiveKey, text: string) => void;
+  /** Absent: no API key — agent turns fail with agent_auth and the session goes manual. */
+  agent?: AgentDeps;
+}
+
+export interface LiveKey {
+  workflowId: string;
+  activityId: string;
+  attempt: number;
+}
+
+export interface AgentDeps {
+  model: AgentModelConfig;
+  /** To read the session's transcript (the conversation is rebuilt from the record). */
+  client: Client;
+  target: { devvm: string; vmid: number };
+  maxContextTokens: number;
+}
+
+/** What one agent turn hands back to the workflow: the record, and the vetted tool calls. */
+export interface AgentTurnOutcome {
+  text: string;
+  toolCalls: AgentToolCall[];
+  stopReason: string;
+  usage: AgentUsage;
+  costUsd: number | null;
+  /** Valid tool calls, in the model's order, each with the work-item key its result will carry. */
+  accepted: { toolUseId: string; key: string; request: ToolRequest }[];
+  /** Malformed or unknown tool calls: nothing runs, the model gets the message. */
+  refused: { toolUseId: string; message: string }[];
 }
 
 const HEARTBEAT_MS = 1_000;
+/** Per-output cap in the model's context (head + tail bytes). */
+const AGENT_OUTPUT_HEAD = 4 * 1024;
+const AGENT_OUTPUT_TAIL = 4 * 1024;
 /** Per-stream cap of devvm output kept in history. */
 const COMMAND_HEAD_BYTES = 8 * 1024;
 const COMMAND_TAIL_BYTES = 8 * 1024;
@@ -115,6 +158,55 @@ export function createActivities(deps: ActivityDeps) {
         droppedBytes: result.stdout.droppedBytes + result.stderr.droppedBytes,
         durationMs: result.durationMs,
       };
+    },
+
+    /** One model turn: rebuild the conversation from the transcript, stream the reply, vet its tool calls. */
+    async agentTurn(request: { workflowId: string; throughSeq: number }): Promise<AgentTurnOutcome> {
+      const agent = deps.agent;
+      if (!agent) {
+        throw ApplicationFailure.create({
+          type: 'agent_auth',
+          nonRetryable: true,
+          message: 'no Anthropic API key is configured: the agent is disabled for this session, the manual console keeps working',
+        });
+      }
+      const context = Context.current();
+      const info = context.info;
+      const live: LiveKey = { workflowId: request.workflowId, activityId: info.activityId, attempt: info.attempt };
+      try {
+        const entries = await readFullTranscript(agent.client, request.workflowId, request.throughSeq);
+        const conversation = buildConversation(entries as AgentTranscriptEntry[], {
+          maxContextTokens: agent.maxContextTokens,
+          toolOutputHead: AGENT_OUTPUT_HEAD,
+          toolOutputTail: AGENT_OUTPUT_TAIL,
+        });
+        const result = await withHeartbeat((signal) =>
+          runAgentTurn(agent.model, {
+            system: systemPrompt(agent.target),
+            messages: conversation.messages,
+            signal,
+            ...(deps.onAgentText ? { onTextDelta: (text: string) => deps.onAgentText?.(live, text) } : {}),
+          }),
+        );
+        const accepted: AgentTurnOutcome['accepted'] = [];
+        const refused: AgentTurnOutcome['refused'] = [];
+        for (const call of result.toolCalls) {
+          const validation = validateToolCall(call.name, call.input);
+          if (validation.ok) accepted.push({ toolUseId: call.id, key: toolKey(call.id), request: validation.request });
+          else refused.push({ toolUseId: call.id, message: validation.error });
+        }
+        return {
+          text: result.text,
+          toolCalls: result.toolCalls,
+          stopReason: result.stopReason,
+          usage: result.usage,
+          costUsd: estimateCostUsd(agent.model.model, result.usage),
+          accepted,
+          refused,
+        };
+      } catch (error) {
+        throw toApplicationFailure(error);
+      }
     },
 
     /** Probes the devvm's SSH until it runs a command again, or the deadline passes. */

@@ -9,6 +9,7 @@
  * agent), BREAKGLASS_LAB_SCENARIO (io-stall | oom | healthy), --demo-agent (the local Messages
  * API stand-in plays a scripted agent, labelled DEMO in the console).
  */
+import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
@@ -17,6 +18,8 @@ import { ConfigError, loadConfig } from '../server/config.js';
 import { startBreakglass } from '../server/start.js';
 import { startDevvmHost } from './devvm-host.js';
 import { generateKeyPair } from './keys.js';
+import { guestOomScenario, ioStallScenario } from './messages-api/scenarios.js';
+import { startMessagesApi } from './messages-api/server.js';
 import { setFault } from './pve/sim-vm.mjs';
 import { REPO_ROOT, startPveHost } from './pve-host.js';
 import { startTemporalDev, type TemporalDev } from './temporal-dev.js';
@@ -73,11 +76,21 @@ async function main() {
       },
     });
 
-    const agent = config.agent.apiKey
-      ? ({ mode: 'live', reason: `model ${config.agent.model}` } as const)
-      : ({ mode: 'off', reason: 'no ANTHROPIC_API_KEY set: the console works manually (npm start -- --demo-agent plays a scripted demo agent)' } as const);
-    const running = await startBreakglass(config, { agent });
+    // The scripted demo agent runs only when asked for, and never instead of a real key.
+    let demoAgent: { baseURL: string; apiKey: string } | undefined;
+    if (process.argv.includes('--demo-agent') && !config.agent.apiKey) {
+      const apiKey = `sk-lab-demo-${randomBytes(12).toString('hex')}`;
+      const api = await startMessagesApi({ apiKey, script: scenario === 'oom' ? guestOomScenario : ioStallScenario, chunkDelayMs: 15 });
+      stops.push(() => api.stop());
+      demoAgent = { baseURL: api.url, apiKey };
+    }
+    const running = await startBreakglass(config, demoAgent ? { demoAgent } : {});
     stops.push(() => running.close());
+    const agentLine = config.agent.apiKey
+      ? `live (Claude, ${config.agent.model})`
+      : demoAgent
+        ? 'DEMO — the local Messages API stand-in plays a scripted agent'
+        : 'off — no ANTHROPIC_API_KEY: the console works manually (npm start -- --demo-agent for a scripted demo)';
 
     const consoleUrl = `${running.url}/#token=${running.labToken}`;
     console.log('');
@@ -87,7 +100,7 @@ async function main() {
     console.log(`  Temporal Web UI:  ${uiUrl ?? '(external server)'}`);
     console.log(`  Temporal address: ${temporalAddress}   e.g. .tools/bin/temporal workflow list --address ${temporalAddress}`);
     console.log(`  scenario:         ${scenario} (VM 102 ${scenario === 'io-stall' ? 'has its I/O stalled: try status, forensics, then cycle' : 'is running'})`);
-    console.log(`  agent:            ${agent.mode} — ${agent.reason}`);
+    console.log(`  agent:            ${agentLine}`);
     console.log('  Ctrl-C stops everything the lab started.');
     console.log('');
   } catch (error) {

@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, realpathSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { createServer, connect } from 'node:net';
@@ -36,6 +37,7 @@ export interface RunningSshd {
 // sshd re-executes itself, so it needs an absolute path (the provisioned link or Debian's).
 const PROVISIONED_SSHD = join(dirname(fileURLToPath(import.meta.url)), '../.tools/bin/sshd');
 const SSHD = existsSync(PROVISIONED_SSHD) ? realpathSync(PROVISIONED_SSHD) : '/usr/sbin/sshd';
+const SFTP_SERVER = '/usr/lib/openssh/sftp-server';
 
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -74,6 +76,27 @@ function sshdDescendants(listenerPid: number): number[] {
   return found;
 }
 
+/** The environment variable sshd sets in every session it starts (SetEnv), naming it. */
+export const SESSION_MARK_VAR = 'BREAKGLASS_LAB_SSHD';
+
+/**
+ * SIGKILLs every process started through one sshd: all of them inherit its SetEnv mark. A
+ * non-interactive session's command outlives the client and the connection (OpenSSH sends it
+ * no signal), so this is the only way to leave nothing behind.
+ */
+function killSessions(mark: string): void {
+  const needle = `${SESSION_MARK_VAR}=${mark}`;
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
+    try {
+      if (!readFileSync(`/proc/${entry}/environ`, 'utf8').split('\0').includes(needle)) continue;
+      process.kill(Number(entry), 'SIGKILL');
+    } catch {
+      // exited while we looked, or not ours to read
+    }
+  }
+}
+
 async function waitForListener(port: number, child: ChildProcess, logPath: string, deadlineMs: number): Promise<void> {
   const until = Date.now() + deadlineMs;
   while (Date.now() < until) {
@@ -100,12 +123,18 @@ export async function startSshd(options: SshdOptions): Promise<RunningSshd> {
   mkdirSync(dir, { recursive: true });
   // Debian's sshd refuses to start as root without its privilege-separation directory.
   if (process.getuid?.() === 0) mkdirSync('/run/sshd', { recursive: true });
-  const hostKey = await generateKeyPair(dir, 'ssh_host_ed25519_key');
+  // An existing host key in dir is kept: a restarted server (the lab's devvm coming back after
+  // a cycle) must present the key its clients pinned.
+  const hostKeyPath = join(dir, 'ssh_host_ed25519_key');
+  const hostKey = existsSync(hostKeyPath)
+    ? { privateKeyPath: hostKeyPath, publicKey: (await readFile(`${hostKeyPath}.pub`, 'utf8')).trim() }
+    : await generateKeyPair(dir, 'ssh_host_ed25519_key');
   const hostKeyFingerprint = await fingerprintOf(`${hostKey.privateKeyPath}.pub`);
   const authorizedKeysPath = join(dir, 'authorized_keys');
   await writeFile(authorizedKeysPath, options.authorizedKeys.join('\n') + '\n', { mode: 0o600 });
   const logPath = join(dir, 'sshd.log');
   const user = userInfo().username;
+  const mark = `${process.pid}-${randomBytes(6).toString('hex')}`;
 
   for (let attempt = 0; ; attempt++) {
     const port = options.port ?? (await freePort());
@@ -131,6 +160,9 @@ export async function startSshd(options: SshdOptions): Promise<RunningSshd> {
         'PrintMotd no',
         'LogLevel VERBOSE',
         'MaxStartups 100:30:200',
+        // As in Debian's stock sshd_config: a forced command must also capture sftp requests.
+        ...(existsSync(SFTP_SERVER) ? [`Subsystem sftp ${SFTP_SERVER}`] : []),
+        `SetEnv ${SESSION_MARK_VAR}=${mark}`,
         '',
       ].join('\n'),
     );
@@ -182,15 +214,17 @@ export async function startSshd(options: SshdOptions): Promise<RunningSshd> {
         signalGroup('SIGCONT');
       },
       stop: async () => {
-        if (child.exitCode !== null || child.signalCode !== null) return;
-        const exited = new Promise((r) => child.once('exit', r));
-        signalConnections('SIGCONT');
-        signalGroup('SIGCONT');
-        // Open connections would outlive the listener: end them too.
-        signalConnections('SIGTERM');
-        signalGroup('SIGTERM');
-        await Promise.race([exited, new Promise((r) => setTimeout(r, 2_000))]);
-        signalGroup('SIGKILL');
+        if (child.exitCode === null && child.signalCode === null) {
+          const exited = new Promise((r) => child.once('exit', r));
+          signalConnections('SIGCONT');
+          signalGroup('SIGCONT');
+          // Open connections would outlive the listener: end them too.
+          signalConnections('SIGTERM');
+          signalGroup('SIGTERM');
+          await Promise.race([exited, new Promise((r) => setTimeout(r, 2_000))]);
+          signalGroup('SIGKILL');
+        }
+        killSessions(mark);
       },
     };
   }

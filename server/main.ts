@@ -17,10 +17,7 @@ try {
   throw error;
 }
 
-const running = await startBreakglass(config, {
-  logger: { level: process.env.LOG_LEVEL ?? 'info' },
-  agent: config.agent.apiKey ? { mode: 'live', reason: `model ${config.agent.model}` } : { mode: 'off', reason: 'no Anthropic API key configured: manual console' },
-});
+const running = await startBreakglass(config, { logger: { level: process.env.LOG_LEVEL ?? 'info' } });
 if (running.url) console.log(`breakglass console listening on ${running.url}`);
 
 const shutdown = async (signal: string) => {

@@ -3,7 +3,8 @@
  * transcript (queries), and the operator's messages (updates and signals).
  */
 import { randomBytes } from 'node:crypto';
-import { Client, WorkflowExecutionAlreadyStartedError, type WorkflowHandle } from '@temporalio/client';
+import { WorkflowExecutionAlreadyStartedError, type Client, type WorkflowHandle } from '@temporalio/client';
+import { readFullTranscript } from '../activities/agent/transcript.js';
 import { breakglassSession } from '../workflows/session.js';
 import {
   approvalUpdate,
@@ -46,7 +47,7 @@ export function newSessionId(now = new Date()): string {
 export class Sessions {
   constructor(
     private readonly client: Client,
-    private readonly options: { taskQueue: string; target: SessionTarget; policy: SessionPolicy; namespace: string },
+    private readonly options: { taskQueue: string; target: SessionTarget; policy: SessionPolicy; namespace: string; agent?: { enabled: boolean; reason: string } },
   ) {}
 
   handle(id: string): WorkflowHandle<typeof breakglassSession> {
@@ -60,7 +61,7 @@ export class Sessions {
         await this.client.workflow.start(breakglassSession, {
           taskQueue: this.options.taskQueue,
           workflowId: id,
-          args: [{ target: this.options.target, operator, description, policy: this.options.policy }],
+          args: [{ target: this.options.target, operator, description, policy: this.options.policy, ...(this.options.agent ? { agent: this.options.agent } : {}) }],
           staticSummary: `Breakglass: ${this.options.target.devvm} (VM ${this.options.target.vmid}) — ${operator}`,
           staticDetails: `**Problem reported by ${operator}:**\n\n${description}`,
           typedSearchAttributes: [
@@ -116,27 +117,8 @@ export class Sessions {
   }
 
   /** Every entry of every run, oldest first (the postmortem). */
-  async fullTranscript(id: string): Promise<TranscriptEntry[]> {
-    const runs: string[] = [];
-    const head = await this.handle(id).query(transcriptQuery, { limit: 1 });
-    let previous = head.previousRunId;
-    while (previous) {
-      runs.unshift(previous);
-      const page: TranscriptPage = await this.client.workflow.getHandle(id, previous).query(transcriptQuery, { limit: 1 });
-      previous = page.previousRunId;
-    }
-    const entries: TranscriptEntry[] = [];
-    for (const runId of [...runs, undefined]) {
-      const handle = runId ? this.client.workflow.getHandle(id, runId) : this.handle(id);
-      let cursor: number | undefined;
-      for (;;) {
-        const page: TranscriptPage = await handle.query(transcriptQuery, { ...(cursor !== undefined ? { cursor } : {}), limit: 200 });
-        entries.push(...page.entries);
-        if (page.entries.length < 200) break;
-        cursor = page.nextCursor ?? undefined;
-      }
-    }
-    return entries;
+  fullTranscript(id: string): Promise<TranscriptEntry[]> {
+    return readFullTranscript(this.client, id);
   }
 
   message(id: string, operator: string, text: string) {

@@ -7,6 +7,7 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Client, Connection } from '@temporalio/client';
 import type { ActivityDeps } from '../activities/index.js';
+import type { AgentModelConfig } from '../activities/agent/turn.js';
 import type { SshTarget } from '../activities/ssh/connection.js';
 import { buildApp, type AgentStatus } from './app.js';
 import { createAuthenticator } from './auth.js';
@@ -23,7 +24,7 @@ export function sshTarget(endpoint: SshEndpointConfig, key: string): SshTarget {
     try {
       return readFileSync(path);
     } catch (error) {
-      throw new Error(`config: ${key}.${what}: cannot read ${path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
+      throw new Error(`config: ${key}.${what}: cannot read ${path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`, { cause: error });
     }
   };
   return {
@@ -66,9 +67,23 @@ export interface Running {
 
 export interface StartOptions {
   logger?: boolean | object;
-  agent?: AgentStatus;
-  /** Extra activity dependencies (e.g. the agent runtime). */
-  activityDeps?: Partial<ActivityDeps>;
+  /** The lab's scripted stand-in for the Messages API, labelled DEMO in the console. */
+  demoAgent?: { baseURL: string; apiKey: string };
+}
+
+/** What the console says about the agent, and the model settings the worker uses. */
+function agentSetup(config: Config, demo: StartOptions['demoAgent']): { status: AgentStatus; model: AgentModelConfig | null } {
+  const common = { model: config.agent.model, maxTokens: config.agent.maxTokens, timeoutMs: 120_000 };
+  if (demo) {
+    return { status: { mode: 'demo', reason: 'DEMO: a local stand-in for the Messages API plays a scripted agent' }, model: { ...common, apiKey: demo.apiKey, baseURL: demo.baseURL } };
+  }
+  if (config.agent.apiKey) {
+    return {
+      status: { mode: 'live', reason: `Claude (${config.agent.model})` },
+      model: { ...common, apiKey: config.agent.apiKey, ...(config.agent.baseUrl ? { baseURL: config.agent.baseUrl } : {}) },
+    };
+  }
+  return { status: { mode: 'off', reason: 'no Anthropic API key configured: the console works manually' }, model: null };
 }
 
 export async function startBreakglass(config: Config, options: StartOptions = {}): Promise<Running> {
@@ -76,16 +91,30 @@ export async function startBreakglass(config: Config, options: StartOptions = {}
   const connectionOptions = temporalConnectionOptions(config);
   const live = new LiveBus();
   const closers: (() => Promise<void>)[] = [];
+  const agent = agentSetup(config, options.demoAgent);
+  const target = { devvm: config.target.devvmName, vmid: config.target.vmid };
   let workerState: () => boolean | null = () => null;
 
   if (config.roles.worker) {
+    // The agent's activity reads the session transcript through its own client.
+    const agentConnection = agent.model ? await Connection.connect(connectionOptions) : null;
     const activities: ActivityDeps = {
       pve: sshTarget(config.pve, 'pve'),
       devvm: sshTarget(config.devvm, 'devvm'),
       artifactsDir: join(config.dataDir, 'forensics'),
       onCommandOutput: (key, stream, text) =>
         live.publish({ sessionId: key.workflowId, stream: `${key.activityId}#${key.attempt}`, kind: stream, text }),
-      ...options.activityDeps,
+      onAgentText: (key, text) => live.publish({ sessionId: key.workflowId, stream: `${key.activityId}#${key.attempt}`, kind: 'text', text }),
+      ...(agent.model && agentConnection
+        ? {
+            agent: {
+              model: agent.model,
+              client: new Client({ connection: agentConnection, namespace: config.temporal.namespace }),
+              target,
+              maxContextTokens: config.agent.maxContextTokens,
+            },
+          }
+        : {}),
     };
     const { worker, connection } = await createBreakglassWorker({
       address: connectionOptions.address,
@@ -102,6 +131,7 @@ export async function startBreakglass(config: Config, options: StartOptions = {}
       if (worker.getState() === 'RUNNING') worker.shutdown();
       await running.catch(() => undefined);
       await connection.close();
+      await agentConnection?.close();
     });
   }
 
@@ -112,9 +142,10 @@ export async function startBreakglass(config: Config, options: StartOptions = {}
     const client = new Client({ connection, namespace: config.temporal.namespace });
     const sessions = new Sessions(client, {
       taskQueue: config.temporal.taskQueue,
-      target: { devvm: config.target.devvmName, vmid: config.target.vmid },
+      target,
       policy: config.policy,
       namespace: config.temporal.namespace,
+      agent: { enabled: agent.status.mode !== 'off', reason: agent.status.reason },
     });
     const events = new SessionEvents(sessions, live);
     const auth = createAuthenticator(config);
@@ -125,7 +156,7 @@ export async function startBreakglass(config: Config, options: StartOptions = {}
       auth,
       temporalUiUrl: config.temporal.uiUrl,
       namespace: config.temporal.namespace,
-      agent: options.agent ?? { mode: 'off', reason: 'no ANTHROPIC_API_KEY: the console works manually' },
+      agent: agent.status,
       uiDir: UI_DIR,
       logger: options.logger ?? false,
       readiness: async () => {

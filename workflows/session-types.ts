@@ -99,7 +99,18 @@ export type TranscriptEntry = EntryBase &
     | { type: 'resumed'; operator: string }
     | { type: 'policy-changed'; operator: string; policy: SessionPolicy }
     | { type: 'session-ended'; outcome: Outcome; operator: string; reason: string }
+    | { type: 'agent-message'; turn: string; text: string; toolCalls: { id: string; name: string; input: unknown }[]; usage: TokenUsage }
+    | { type: 'agent-tool-error'; toolUseId: string; message: string }
+    | { type: 'agent-error'; kind: string; message: string }
+    | { type: 'agent-disabled'; reason: string }
   );
+
+export interface TokenUsage {
+  inputTokens: number;
+  outputTokens: number;
+  cacheReadTokens: number;
+  cacheWriteTokens: number;
+}
 
 export type TranscriptEntryType = TranscriptEntry['type'];
 
@@ -121,6 +132,34 @@ export interface CarriedState {
   usedKeys: string[];
   toolCallsUsed: number;
   startedAt: number;
+  agent: AgentState;
+  tokens: TokenUsage;
+  costUsd: number;
+}
+
+export interface AgentState {
+  enabled: boolean;
+  /** Why the agent is off (no key, invalid key) — shown in the console. */
+  reason: string;
+  /** A turn is due (an operator message arrived, or tool results came back). */
+  pending: boolean;
+  turns: number;
+  /** Keys of the agent's tool calls that have no result yet. */
+  awaiting: string[];
+}
+
+/**
+ * How quickly the session notices a dead worker and retries. Omitted (the normal case): the
+ * production values. Fault tests shorten them so a killed worker costs seconds, not 20 s.
+ * Out-of-range values are clamped (see session.ts), never rejected.
+ */
+export interface SessionTiming {
+  /** Heartbeat timeout of every activity (default 20 s for PVE verbs and the devvm wait, 10 s for devvm commands). */
+  heartbeatTimeoutSeconds?: number;
+  /** First retry interval of PVE verbs (default 1 s for reads, 2 s for mutations). */
+  retryInitialIntervalSeconds?: number;
+  /** Retry backoff cap of PVE verbs (default 10 s for reads, 15 s for mutations). */
+  retryMaximumIntervalSeconds?: number;
 }
 
 export interface SessionInput {
@@ -128,6 +167,10 @@ export interface SessionInput {
   operator: string;
   description: string;
   policy: SessionPolicy;
+  /** Whether this deployment has an agent (an API key); off: a manual console. */
+  agent?: { enabled: boolean; reason: string };
+  /** Optional; carried across continue-as-new with the rest of the input. */
+  timing?: SessionTiming;
   continued?: CarriedState;
 }
 
@@ -150,7 +193,8 @@ export interface SessionState {
   running: { item: WorkItem; since: number } | null;
   queue: WorkItem[];
   pendingApprovals: PendingApproval[];
-  budget: { toolCallsUsed: number; toolCallsPerMessage: number };
+  budget: { toolCallsUsed: number; toolCallsPerMessage: number; tokens: TokenUsage; costUsd: number };
+  agent: { enabled: boolean; reason: string; thinking: boolean; turns: number; awaiting: string[] };
   transcript: { firstSeq: number; nextSeq: number; previousRunId: string | null };
 }
 

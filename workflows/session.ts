@@ -47,6 +47,7 @@ import { PVE_VERBS, isMutatingVerb, type MutatingVerb, type VmState } from './pv
 import { LAST_VERB, OPERATOR, OUTCOME, TARGET } from './search-attributes.js';
 import type {
   Actor,
+  AgentState,
   CarriedState,
   CommandItem,
   Outcome,
@@ -55,6 +56,7 @@ import type {
   SessionPolicy,
   SessionState,
   SessionTiming,
+  TokenUsage,
   TranscriptEntry,
   VerbItem,
   WorkItem,
@@ -118,6 +120,14 @@ function timingOverrides(timing: SessionTiming | undefined) {
   };
 }
 
+// Agent turns: retried with backoff (a 429's retry-after arrives as the failure's next-retry
+// delay); an invalid key or a malformed request is not retried. Cancellable.
+const agent = proxyActivities<Activities>({
+  startToCloseTimeout: '5m',
+  heartbeatTimeout: '30s',
+  retry: { initialInterval: '2s', backoffCoefficient: 2, maximumInterval: '60s', maximumAttempts: 6, nonRetryableErrorTypes: ['agent_auth', 'agent_bad_request', 'agent_cancelled'] },
+});
+
 interface FailureInfo {
   kind: string;
   message: string;
@@ -134,6 +144,13 @@ function describeFailure(error: unknown): FailureInfo {
     return { kind: 'error', message: cause?.message ?? error.message };
   }
   return { kind: 'error', message: error instanceof Error ? error.message : String(error) };
+}
+
+/** Client-chosen keys must not collide with the keys the session makes itself. */
+function validateRequestKey(key: string | undefined): void {
+  if (key === undefined) return;
+  if (!REQUEST_KEY_PATTERN.test(key)) throw new Error('requestKey: 1-40 letters, digits, "_" or "-"');
+  if (key.startsWith('t-') || /^r\d+$/.test(key) || key.startsWith('a-')) throw new Error('requestKey: "t-…", "a-…" and "r<number>" are reserved for keys the session makes');
 }
 
 function describeItem(item: WorkItem): string {
@@ -177,8 +194,19 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
   const queue: WorkItem[] = [...(carried?.queue ?? [])];
   // Keys seen in this session: a repeated key is acknowledged but never queued twice.
   const usedKeys = new Set<string>(carried?.usedKeys ?? []);
-  // Counted by the agent (its tool calls per operator message); carried across runs.
-  const toolCallsUsed = carried?.toolCallsUsed ?? 0;
+  // The agent's tool calls since the operator's last message; carried across runs.
+  let toolCallsUsed = carried?.toolCallsUsed ?? 0;
+  const agentState: AgentState = carried?.agent ?? {
+    enabled: input.agent?.enabled ?? false,
+    reason: input.agent?.reason ?? 'no agent configured: manual console',
+    pending: false,
+    turns: 0,
+    awaiting: [],
+  };
+  const awaiting = new Set<string>(agentState.awaiting);
+  let agentThinking = false;
+  const tokens: TokenUsage = carried?.tokens ?? { inputTokens: 0, outputTokens: 0, cacheReadTokens: 0, cacheWriteTokens: 0 };
+  let costUsd = carried?.costUsd ?? 0;
   const startedAt = carried?.startedAt ?? Date.now();
   let running: { item: WorkItem; since: number } | null = null;
   let endRequested: { operator: string; reason: string } | null = null;
@@ -256,7 +284,7 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
     if (!(PVE_VERBS as readonly string[]).includes(request.verb)) throw new Error(`verb: must be one of ${PVE_VERBS.join(', ')}`);
     operatorName(request.operator);
     reasonText(request.reason);
-    if (request.requestKey !== undefined && !REQUEST_KEY_PATTERN.test(request.requestKey)) throw new Error('requestKey: 1-40 letters, digits, "_" or "-"');
+    validateRequestKey(request.requestKey);
     if (endRequested || outcome) throw new Error('session: already ending');
   };
 
@@ -270,7 +298,7 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
       throw new Error(`timeoutSeconds: a whole number from 1 to ${MAX_COMMAND_TIMEOUT_SECONDS}`);
     }
     operatorName(request.operator);
-    if (request.requestKey !== undefined && !REQUEST_KEY_PATTERN.test(request.requestKey)) throw new Error('requestKey: 1-40 letters, digits, "_" or "-"');
+    validateRequestKey(request.requestKey);
     if (endRequested || outcome) throw new Error('session: already ending');
   };
 
@@ -304,7 +332,8 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
     running,
     queue: [...queue],
     pendingApprovals: [...pendingApprovals.values()],
-    budget: { toolCallsUsed, toolCallsPerMessage: policy.toolCallsPerMessage },
+    budget: { toolCallsUsed, toolCallsPerMessage: policy.toolCallsPerMessage, tokens, costUsd },
+    agent: { enabled: agentState.enabled, reason: agentState.reason, thinking: agentThinking, turns: agentState.turns, awaiting: [...awaiting] },
     transcript: { firstSeq, nextSeq, previousRunId: carried?.previousRunId ?? null },
   }));
 
@@ -323,7 +352,15 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
 
   setHandler(
     operatorMessageUpdate,
-    (message) => ({ seq: record({ type: 'operator-message', operator: operatorName(message.operator), text: message.text.trim() }).seq }),
+    (message) => {
+      const entry = record({ type: 'operator-message', operator: operatorName(message.operator), text: message.text.trim() });
+      if (agentState.enabled) {
+        // A new message from a person resets the agent's tool-call budget.
+        agentState.pending = true;
+        toolCallsUsed = 0;
+      }
+      return { seq: entry.seq };
+    },
     {
       validator: (message) => {
         if (!message || typeof message.text !== 'string' || message.text.trim() === '') throw new Error('text: must not be empty');
@@ -373,6 +410,7 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
       if (decision.decision === 'deny') {
         pendingApprovals.delete(pending.approvalId);
         record({ type: 'skipped', key: pending.item.key, what: describeItem(pending.item), why: `denied by ${operator}` });
+        awaiting.delete(pending.item.key);
         refreshDetails();
         return { approvalId: pending.approvalId, decision: 'deny', executed: false };
       }
@@ -548,8 +586,68 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
       }
     } finally {
       running = null;
+      awaiting.delete(item.key);
       refreshDetails();
     }
+  };
+
+  // ------------------------------------------------------------------------- the agent
+  const agentReady = () => agentState.enabled && agentState.pending && awaiting.size === 0 && queue.length === 0;
+
+  const runAgent = async () => {
+    agentState.pending = false;
+    agentState.turns += 1;
+    agentThinking = true;
+    refreshDetails();
+    let outcome;
+    try {
+      outcome = await agent.agentTurn.executeWithOptions({ summary: `agent turn ${agentState.turns}` }, [{ workflowId: info.workflowId, throughSeq: nextSeq - 1 }]);
+    } catch (error) {
+      if (isCancellation(error)) throw error;
+      const failure = describeFailure(error);
+      if (failure.kind === 'agent_auth') {
+        agentState.enabled = false;
+        agentState.reason = failure.message;
+        record({ type: 'agent-disabled', reason: failure.message });
+      } else {
+        record({ type: 'agent-error', kind: failure.kind, message: failure.message });
+      }
+      return;
+    } finally {
+      agentThinking = false;
+    }
+    record({ type: 'agent-message', turn: `${agentState.turns}`, text: outcome.text, toolCalls: outcome.toolCalls, usage: outcome.usage });
+    tokens.inputTokens += outcome.usage.inputTokens;
+    tokens.outputTokens += outcome.usage.outputTokens;
+    tokens.cacheReadTokens += outcome.usage.cacheReadTokens;
+    tokens.cacheWriteTokens += outcome.usage.cacheWriteTokens;
+    costUsd += outcome.costUsd ?? 0;
+    for (const refusal of outcome.refused) record({ type: 'agent-tool-error', toolUseId: refusal.toolUseId, message: refusal.message });
+    let exhausted = false;
+    // Every tool call takes the operator's path: same policy, same queue, same record.
+    for (const call of outcome.accepted) {
+      if (usedKeys.has(call.key)) continue;
+      if (toolCallsUsed >= policy.toolCallsPerMessage) {
+        exhausted = true;
+        record({ type: 'agent-tool-error', toolUseId: call.toolUseId, message: `tool-call budget of ${policy.toolCallsPerMessage} per operator message used up: not run; the operator has been asked` });
+        continue;
+      }
+      toolCallsUsed += 1;
+      awaiting.add(call.key);
+      const agentActor: Actor = { kind: 'agent' };
+      admit(
+        call.request.kind === 'command'
+          ? { kind: 'command', key: call.key, command: call.request.command, timeoutSeconds: call.request.timeoutSeconds, requestedBy: agentActor, approvedBy: [] }
+          : { kind: 'verb', key: call.key, verb: call.request.verb, reason: call.request.reason, requestedBy: agentActor, approvedBy: [] },
+      );
+    }
+    if (exhausted) {
+      pause('system', `the agent used its ${policy.toolCallsPerMessage} tool calls for this message: resume to let it continue`);
+      toolCallsUsed = 0;
+    }
+    // The model asked for tools: it speaks again once their results are in.
+    if (outcome.stopReason === 'tool_use' || outcome.refused.length > 0 || exhausted) agentState.pending = true;
+    refreshDetails();
   };
 
   const carry = (): CarriedState => ({
@@ -569,21 +667,26 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
     usedKeys: [...usedKeys],
     toolCallsUsed,
     startedAt,
+    agent: { ...agentState, awaiting: [...awaiting] },
+    tokens,
+    costUsd,
   });
 
   // ---------------------------------------------------------------------- main loop
 
   try {
     for (;;) {
-      await condition(() => endRequested !== null || (!paused && queue.length > 0) || workflowInfo().continueAsNewSuggested);
+      await condition(() => endRequested !== null || (!paused && (queue.length > 0 || agentReady())) || workflowInfo().continueAsNewSuggested);
       if (endRequested) break;
       if (workflowInfo().continueAsNewSuggested && running === null) {
         // Handlers must finish first so an acknowledged update is never lost across runs.
         await condition(allHandlersFinished);
         await continueAsNew<typeof breakglassSession>({ ...input, continued: carry() });
       }
+      if (paused) continue;
       const item = queue.shift();
       if (item) await execute(item);
+      else if (agentReady()) await runAgent();
     }
   } catch (error) {
     if (!isCancellation(error)) throw error;

@@ -19,7 +19,7 @@ export interface DevvmCommandResult {
   command: string;
   exitCode: number | null;
   exitSignal: string | null;
-  /** The remote `timeout` ended the command (exit 124/137). */
+  /** The remote `timeout` ended the command (see endedByRemoteTimeout). */
   timedOut: boolean;
   stdout: CappedText;
   stderr: CappedText;
@@ -47,6 +47,17 @@ export function validateDevvmCommand(command: string, timeoutSeconds: number): v
   }
 }
 
+/**
+ * Whether the remote `timeout` ended the command: exit 124 after its SIGTERM, 137 after the
+ * kill-after SIGKILL. When `timeout` is the session's own process (the login shell execs a
+ * lone command), that SIGKILL goes to its whole process group, `timeout` included, and the
+ * session ends by signal instead; only a KILL at or after the limit can be that one.
+ */
+export function endedByRemoteTimeout(exitCode: number | null, exitSignal: string | null, durationMs: number, timeoutSeconds: number): boolean {
+  if (exitCode === 124 || exitCode === 137) return true;
+  return exitCode === null && (exitSignal === 'SIGKILL' || exitSignal === 'KILL') && durationMs >= timeoutSeconds * 1000;
+}
+
 /** Runs an operator's or the agent's command on the devvm. A non-zero exit is a result. */
 export async function runDevvmCommand(target: SshTarget, command: string, options: DevvmCommandOptions): Promise<DevvmCommandResult> {
   validateDevvmCommand(command, options.timeoutSeconds);
@@ -62,7 +73,7 @@ export async function runDevvmCommand(target: SshTarget, command: string, option
     command,
     exitCode: output.exitCode,
     exitSignal: output.exitSignal,
-    timedOut: output.exitCode === 124 || output.exitCode === 137,
+    timedOut: endedByRemoteTimeout(output.exitCode, output.exitSignal, output.durationMs, options.timeoutSeconds),
     stdout: output.stdout,
     stderr: output.stderr,
     durationMs: output.durationMs,

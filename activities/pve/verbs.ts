@@ -100,9 +100,15 @@ function failure(raw: RawResult, verb: PveVerb): SshError {
       return new SshError('host_config', `PVE host install config error: ${raw.reason ?? ''}`, raw);
     default: {
       const failedStep = raw.steps?.find((step) => step.exit !== 0);
-      const detail = failedStep ? `${failedStep.name} exited ${failedStep.exit}${failedStep.timed_out ? ' (timed out on the host)' : ''}: ${failedStep.output.trim()}` : raw.reason ?? 'failed';
-      if (failedStep && LOCKED.test(failedStep.output)) return new SshError('vm_locked', `${verb} refused: ${failedStep.output.trim()}`, parseMutation(raw));
-      if (raw.qemu_survived) return new SshError('verb_failed', `${verb} failed: the QEMU process ${raw.survivor?.pid} survived (state ${raw.survivor?.state})`, parseMutation(raw));
+      const output = failedStep?.output.trim() ?? '';
+      const detail = failedStep
+        ? `${failedStep.name} exited ${failedStep.exit}${failedStep.timed_out ? ' (timed out on the host)' : ''}${output ? `: ${output}` : ''}`
+        : raw.reason ?? 'failed';
+      if (failedStep && LOCKED.test(output)) return new SshError('vm_locked', `${verb} refused: ${output}`, parseMutation(raw));
+      if (raw.qemu_survived) {
+        // Both facts matter at 3 a.m.: why the step failed, and that the old QEMU is still there.
+        return new SshError('verb_failed', `${verb} failed: ${detail}; the QEMU process ${raw.survivor?.pid} survived (state ${raw.survivor?.state})`, parseMutation(raw));
+      }
       return new SshError('verb_failed', `${verb} failed: ${detail}`, raw.before ? parseMutation(raw) : raw);
     }
   }

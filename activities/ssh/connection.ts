@@ -142,6 +142,12 @@ export function runSshCommand(target: SshTarget, options: RunOptions): Promise<C
         return false;
       },
     };
-    client.connect(config);
+    try {
+      client.connect(config);
+    } catch (error) {
+      // ssh2 throws synchronously for a private key it cannot parse. Its message names the
+      // format problem, never the key material.
+      finish(new SshError('auth_failed', `cannot authenticate to ${describe(target)}: ${(error as Error).message}`));
+    }
   });
 }

@@ -31,16 +31,19 @@ function hostFieldMatches(field: string, candidates: string[]): boolean {
 /** The fingerprints pinned for host:port. */
 export function pinnedFingerprints(pins: PinnedHostKeys, host: string, port: number): string[] {
   const result = new Set(pins.fingerprints ?? []);
+  const revoked = new Set<string>();
   const candidates = hostPatterns(host, port);
   for (const rawLine of (pins.knownHosts ?? '').split('\n')) {
     const line = rawLine.trim();
-    // Markers (@revoked, @cert-authority) never pin a key directly: host certificates are
-    // not supported, so such lines are ignored rather than half-trusted.
-    if (!line || line.startsWith('#') || line.startsWith('@')) continue;
+    if (!line || line.startsWith('#')) continue;
     const fields = line.split(/\s+/);
+    // @cert-authority never pins a key directly (host certificates are not supported), so it
+    // is ignored rather than half-trusted; @revoked withdraws a key, as in OpenSSH.
+    const marker = fields[0]?.startsWith('@') ? fields.shift() : undefined;
+    if (marker !== undefined && marker !== '@revoked') continue;
     const [hosts, , keyBase64] = fields;
     if (!hosts || !keyBase64 || !hostFieldMatches(hosts, candidates)) continue;
-    result.add(fingerprint(Buffer.from(keyBase64, 'base64')));
+    (marker === '@revoked' ? revoked : result).add(fingerprint(Buffer.from(keyBase64, 'base64')));
   }
-  return [...result];
+  return [...result].filter((pinned) => !revoked.has(pinned));
 }

@@ -18,6 +18,10 @@ import { breakglassSession } from '../../workflows/session.js';
 import { stateQuery, transcriptQuery } from '../../workflows/messages.js';
 import { DEFAULT_POLICY, type SessionInput, type SessionPolicy, type TranscriptEntry } from '../../workflows/session-types.js';
 import { userInfo } from 'node:os';
+import { startMessagesApi, type MessagesApi, type Script } from '../../lab/messages-api/server.js';
+
+/** The key the Messages API stand-in accepts in tests. */
+export const STANDIN_KEY = 'sk-test-standin-key-0000';
 
 // Quiet workers: state changes at INFO drown the test output.
 Runtime.install({ logger: new DefaultLogger('WARN') });
@@ -40,11 +44,13 @@ export interface SessionEnv {
   pve: PveHost;
   devvm: RunningSshd;
   clientKey: KeyPair;
+  messagesApi: MessagesApi | null;
   activityDeps: ActivityDeps;
   /** Settings a worker in another process needs (JSON-serialisable). */
   workerSettings(taskQueue: string): WorkerProcessSettings;
-  startWorker(taskQueue: string): Promise<RunningWorker>;
-  startSession(taskQueue: string, overrides?: Partial<SessionInput> & { policy?: Partial<SessionPolicy> }): Promise<WorkflowHandle<typeof breakglassSession>>;
+  /** An in-process worker; `activities` overrides some dependencies (e.g. another PVE host). */
+  startWorker(taskQueue: string, activities?: Partial<ActivityDeps>): Promise<RunningWorker>;
+  startSession(taskQueue: string, overrides?: Omit<Partial<SessionInput>, 'policy'> & { policy?: Partial<SessionPolicy> }): Promise<WorkflowHandle<typeof breakglassSession>>;
   teardown(): Promise<void>;
 }
 
@@ -64,7 +70,16 @@ export interface WorkerProcessSettings {
 
 let sessionCounter = 0;
 
-export async function startSessionEnv(options: { dynamicConfig?: Record<string, string | number | boolean>; pveConfig?: DispatcherConfig } = {}): Promise<SessionEnv> {
+export interface SessionEnvOptions {
+  dynamicConfig?: Record<string, string | number | boolean>;
+  pveConfig?: DispatcherConfig;
+  /** A scripted model behind the Messages API stand-in: sessions then have an agent. */
+  agentScript?: Script;
+  /** The key the worker presents (default: the one the stand-in accepts). */
+  agentApiKey?: string;
+}
+
+export async function startSessionEnv(options: SessionEnvOptions = {}): Promise<SessionEnv> {
   const dir = await mkdtemp(join(tmpdir(), 'bg-session-'));
   const temporal = await startTemporalDev({ dataDir: join(dir, 'temporal'), headless: true, ...(options.dynamicConfig ? { dynamicConfig: options.dynamicConfig } : {}) });
   const connection = await Connection.connect({ address: temporal.address });
@@ -82,6 +97,15 @@ export async function startSessionEnv(options: { dynamicConfig?: Record<string, 
     deadlines: { devvmProbeMs: 3_000 },
   };
   const workers: RunningWorker[] = [];
+  const messagesApi = options.agentScript ? await startMessagesApi({ apiKey: STANDIN_KEY, script: options.agentScript }) : null;
+  if (messagesApi) {
+    activityDeps.agent = {
+      model: { apiKey: options.agentApiKey ?? STANDIN_KEY, baseURL: messagesApi.url, model: 'claude-test-standin', maxTokens: 1024, timeoutMs: 30_000 },
+      client,
+      target: { devvm: 'devvm', vmid: 102 },
+      maxContextTokens: 50_000,
+    };
+  }
 
   const env: SessionEnv = {
     dir,
@@ -90,6 +114,7 @@ export async function startSessionEnv(options: { dynamicConfig?: Record<string, 
     pve,
     devvm,
     clientKey,
+    messagesApi,
     activityDeps,
     workerSettings: (taskQueue) => ({
       address: temporal.address,
@@ -99,22 +124,25 @@ export async function startSessionEnv(options: { dynamicConfig?: Record<string, 
       devvm: { host: '127.0.0.1', port: devvm.port, username: user, privateKeyPath: clientKey.privateKeyPath, knownHosts: devvm.knownHostsLine },
       artifactsDir: join(dir, 'artifacts'),
     }),
-    startWorker: async (taskQueue) => {
+    startWorker: async (taskQueue, activities = {}) => {
       const workerConnection = await NativeConnection.connect({ address: temporal.address });
       const worker = await Worker.create({
         connection: workerConnection,
         taskQueue,
         workflowBundle: await workflowBundle(),
-        activities: createActivities(activityDeps),
+        activities: createActivities({ ...activityDeps, ...activities }),
       });
       const running = worker.run();
+      let stopped: Promise<void> | undefined;
       const handle: RunningWorker = {
         worker,
-        stop: async () => {
-          if (worker.getState() === 'RUNNING') worker.shutdown();
-          await running.catch(() => undefined);
-          await workerConnection.close();
-        },
+        // Idempotent: a test may stop its worker early and teardown stops every worker again.
+        stop: () =>
+          (stopped ??= (async () => {
+            if (worker.getState() === 'RUNNING') worker.shutdown();
+            await running.catch(() => undefined);
+            await workerConnection.close();
+          })()),
       };
       workers.push(handle);
       return handle;
@@ -129,6 +157,7 @@ export async function startSessionEnv(options: { dynamicConfig?: Record<string, 
             target: { devvm: 'devvm', vmid: 102 },
             operator: 'alice',
             description: 'devvm wedged',
+            ...(messagesApi ? { agent: { enabled: true, reason: 'test stand-in' } } : {}),
             ...overrides,
             policy: { ...DEFAULT_POLICY, ...overrides.policy },
           },
@@ -137,6 +166,7 @@ export async function startSessionEnv(options: { dynamicConfig?: Record<string, 
     },
     teardown: async () => {
       for (const worker of workers) await worker.stop();
+      await messagesApi?.stop();
       await connection.close();
       await temporal.stop();
       await pve.stop();
