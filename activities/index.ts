@@ -15,6 +15,8 @@ import { validateToolCall, type ToolRequest } from './agent/tools.js';
 import { readFullTranscript } from './agent/transcript.js';
 import { runAgentTurn, type AgentModelConfig } from './agent/turn.js';
 import type { AgentToolCall, AgentTranscriptEntry, AgentUsage } from './agent/types.js';
+import { sendNotification, type NotifierConfig, type NotifyEvent } from './notify.js';
+import type { ActivityObserver } from '../server/metrics.js';
 import { runDevvmCommand } from './devvm/command.js';
 import { pveForensics, pveMutation, pveStatus } from './pve/verbs.js';
 import { runSshCommand, type SshTarget } from './ssh/connection.js';
@@ -39,6 +41,8 @@ export interface ActivityDeps {
   onAgentText?: (key: LiveKey, text: string) => void;
   /** Absent: no API key — agent turns fail with agent_auth and the session goes manual. */
   agent?: AgentDeps;
+  notifier?: NotifierConfig;
+  observer?: ActivityObserver;
 }
 
 export interface LiveKey {
@@ -105,6 +109,21 @@ async function typed<T>(work: () => Promise<T>): Promise<T> {
 }
 
 export function createActivities(deps: ActivityDeps) {
+  /** Runs a PVE verb, feeding the metrics with its outcome, latency and SSH error kind. */
+  const observed = async <T>(verb: string, target: 'pve' | 'devvm', work: () => Promise<T>, outcomeOf: (result: T) => string = () => 'succeeded'): Promise<T> => {
+    const started = Date.now();
+    try {
+      const result = await work();
+      if (target === 'pve') deps.observer?.verb(verb, outcomeOf(result), (Date.now() - started) / 1000);
+      return result;
+    } catch (error) {
+      const kind = isSshError(error) ? error.kind : 'error';
+      if (target === 'pve') deps.observer?.verb(verb, kind, (Date.now() - started) / 1000);
+      if (isSshError(error) && !['verb_failed', 'vm_locked', 'busy', 'in_progress'].includes(kind)) deps.observer?.sshError(target, kind);
+      throw error;
+    }
+  };
+
   const deadlines = {
     statusMs: deps.deadlines?.statusMs ?? 30_000,
     forensicsMs: deps.deadlines?.forensicsMs ?? 150_000,
@@ -114,31 +133,33 @@ export function createActivities(deps: ActivityDeps) {
 
   return {
     async pveStatus(): Promise<StatusResult> {
-      return typed(() => withHeartbeat((signal) => pveStatus(deps.pve, { deadlineMs: deadlines.statusMs, signal })));
+      return typed(() => observed('status', 'pve', () => withHeartbeat((signal) => pveStatus(deps.pve, { deadlineMs: deadlines.statusMs, signal }))));
     },
 
     async pveForensics(request: { requestId: string; trigger: string }): Promise<ForensicsResult> {
       return typed(() =>
-        withHeartbeat(async (signal) => {
+        observed('forensics', 'pve', () => withHeartbeat(async (signal) => {
           const result = await pveForensics(deps.pve, { requestId: request.requestId, deadlineMs: deadlines.forensicsMs, signal });
           await mkdir(deps.artifactsDir, { recursive: true });
           await writeFile(join(deps.artifactsDir, `${request.requestId}.json`), JSON.stringify(result, null, 2));
           return result;
-        }),
+        })),
       );
     },
 
     async pveMutation(request: { verb: MutatingVerb; requestId: string }): Promise<MutationResult> {
       // No cancellation signal: the host runs the verb detached; abandoning the call would only
       // lose its result (the workflow runs this in a non-cancellable scope anyway).
-      return typed(() => withHeartbeat(() => pveMutation(deps.pve, request.verb, { requestId: request.requestId, deadlineMs: deadlines.mutationMs })));
+      return typed(() =>
+        observed(request.verb, 'pve', () => withHeartbeat(() => pveMutation(deps.pve, request.verb, { requestId: request.requestId, deadlineMs: deadlines.mutationMs })), (result) => (result.ok ? 'succeeded' : 'failed')),
+      );
     },
 
     async devvmCommand(request: { command: string; timeoutSeconds: number }): Promise<DevvmCommandRecord> {
       const info = Context.current().info;
       const key = { workflowId: info.workflowExecution?.workflowId ?? '', activityId: info.activityId, attempt: info.attempt };
       const result = await typed(() =>
-        withHeartbeat((signal) =>
+        observed('devvm-command', 'devvm', () => withHeartbeat((signal) =>
           runDevvmCommand(deps.devvm, request.command, {
             timeoutSeconds: request.timeoutSeconds,
             signal,
@@ -146,7 +167,7 @@ export function createActivities(deps: ActivityDeps) {
             tailBytes: COMMAND_TAIL_BYTES,
             ...(deps.onCommandOutput ? { onOutput: (stream, chunk) => deps.onCommandOutput?.(key, stream, chunk.toString('utf8')) } : {}),
           }),
-        ),
+        )),
       );
       return {
         command: result.command,
@@ -195,18 +216,26 @@ export function createActivities(deps: ActivityDeps) {
           if (validation.ok) accepted.push({ toolUseId: call.id, key: toolKey(call.id), request: validation.request });
           else refused.push({ toolUseId: call.id, message: validation.error });
         }
+        const costUsd = estimateCostUsd(agent.model.model, result.usage);
+        deps.observer?.agentTurn(result.usage, costUsd);
         return {
           text: result.text,
           toolCalls: result.toolCalls,
           stopReason: result.stopReason,
           usage: result.usage,
-          costUsd: estimateCostUsd(agent.model.model, result.usage),
+          costUsd,
           accepted,
           refused,
         };
       } catch (error) {
         throw toApplicationFailure(error);
       }
+    },
+
+    /** Best-effort webhook; the workflow never waits on it for anything that matters. */
+    async notify(event: NotifyEvent): Promise<void> {
+      if (!deps.notifier) return;
+      await sendNotification(deps.notifier, event);
     },
 
     /** Probes the devvm's SSH until it runs a command again, or the deadline passes. */

@@ -13,7 +13,10 @@ import { WorkflowNotFoundError, WorkflowUpdateFailedError } from '@temporalio/cl
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { PVE_VERBS } from '../workflows/pve-types.js';
 import { MAX_COMMAND_LENGTH, MAX_COMMAND_TIMEOUT_SECONDS, MAX_MESSAGE_LENGTH, MAX_REASON_LENGTH } from '../workflows/messages.js';
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { Registry } from 'prom-client';
 import { AuthError, SESSION_COOKIE, type Authenticator } from './auth.js';
+import type { LiveBus, LiveChunk } from './live-bus.js';
 import type { SessionEvents, SessionEvent } from './events.js';
 import { postmortem } from './report.js';
 import type { Sessions } from './sessions.js';
@@ -38,6 +41,10 @@ export interface AppDeps {
   /** Requests per minute per operator on mutating routes. */
   mutationRateLimit?: number;
   heartbeatMs?: number;
+  /** Prometheus registry served at /metrics. */
+  metrics?: Registry;
+  /** Live chunks pushed by a worker in another process (shared token), into this bus. */
+  livePush?: { token: string; bus: LiveBus };
 }
 
 const ErrorBody = Type.Object({ error: Type.String(), message: Type.String() });
@@ -182,6 +189,31 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   );
 
   app.get('/api/docs', { schema: { hide: true } }, async () => app.swagger());
+
+  if (deps.metrics) {
+    const registry = deps.metrics;
+    app.get('/metrics', { schema: { hide: true } }, async (_request, reply) => reply.type(registry.contentType).send(await registry.metrics()));
+  }
+
+  if (deps.livePush) {
+    const { token, bus } = deps.livePush;
+    const expected = createHash('sha256').update(token).digest();
+    const LiveBody = Type.Object(
+      {
+        chunks: Type.Array(
+          Type.Object({ sessionId: Type.String({ maxLength: 200 }), stream: Type.String({ maxLength: 200 }), kind: Type.Union([Type.Literal('text'), Type.Literal('stdout'), Type.Literal('stderr')]), text: Type.String({ maxLength: 65_536 }) }, { additionalProperties: false }),
+          { maxItems: 500 },
+        ),
+      },
+      { additionalProperties: false },
+    );
+    app.post('/internal/live', { bodyLimit: 1024 * 1024, schema: { hide: true, body: LiveBody } }, async (request, reply) => {
+      const given = createHash('sha256').update(/^Bearer (.+)$/.exec(request.headers.authorization ?? '')?.[1] ?? '').digest();
+      if (!timingSafeEqual(given, expected)) return reply.code(401).send({ error: 'unauthenticated', message: 'authorization: not the live-push token' });
+      for (const chunk of (request.body as { chunks: LiveChunk[] }).chunks) bus.publish(chunk);
+      return { ok: true };
+    });
+  }
 
   app.post(
     '/api/login',

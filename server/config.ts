@@ -73,6 +73,10 @@ export interface Config {
   };
   notifications: { webhookUrl: string | null; format: 'ntfy' | 'slack' };
   roles: { server: boolean; worker: boolean };
+  /** Separate worker process: live output (token deltas, command output) is pushed to the server. */
+  live: { pushUrl: string | null; token: string | null };
+  /** A worker-only process serves /healthz, /readyz and /metrics on this port. */
+  metrics: { port: number; sdkPrometheusAddress: string | null };
 }
 
 type Json = Record<string, unknown>;
@@ -115,6 +119,16 @@ const list = (key: string, value: unknown): string[] => {
   const items = typeof value === 'string' ? value.split(',').map((s) => s.trim()).filter(Boolean) : value;
   if (!Array.isArray(items) || items.some((item) => typeof item !== 'string' || item.trim() === '')) throw new ConfigError(key, 'must be a list of non-empty strings');
   return items.map((item: string) => item.trim());
+};
+/** The trimmed contents of a secret file named by `key`, or null when the key is unset. */
+const secretFile = (key: string, value: unknown): string | null => {
+  const path = optStr(key, value);
+  if (path === null) return null;
+  try {
+    return readFileSync(path, 'utf8').trim() || null;
+  } catch (error) {
+    throw new ConfigError(key, `cannot read ${path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
+  }
 };
 const url = (key: string, value: unknown): string | null => {
   const text = optStr(key, value);
@@ -175,6 +189,9 @@ export const ENV_OVERRIDES: Record<string, string> = {
   BREAKGLASS_MODEL: 'agent.model',
   BREAKGLASS_AGENT_BASE_URL: 'agent.baseUrl',
   BREAKGLASS_ROLES: 'roles',
+  BREAKGLASS_LIVE_PUSH_URL: 'live.pushUrl',
+  BREAKGLASS_LIVE_TOKEN_FILE: 'live.tokenFile',
+  BREAKGLASS_METRICS_PORT: 'metrics.port',
 };
 
 export interface LoadOptions {
@@ -184,9 +201,20 @@ export interface LoadOptions {
   configFile?: string | null;
   /** Values the lab supplies (its own hosts and keys), below the file and the environment. */
   base?: Json;
+  /** A real deployment: refuse to start without a Temporal address. */
+  requireTemporal?: boolean;
 }
 
 export function loadConfig(options: LoadOptions = {}): Config {
+  const config = parseConfig(options);
+  if (options.requireTemporal && !config.temporal.address) throw new ConfigError('temporal.address', 'required (or TEMPORAL_ADDRESS)');
+  if (config.roles.worker && !config.roles.server && config.live.pushUrl && !config.live.token) {
+    throw new ConfigError('live.tokenFile', 'a worker that pushes live output needs the shared token');
+  }
+  return config;
+}
+
+function parseConfig(options: LoadOptions): Config {
   const env = options.env ?? process.env;
   const raw: Json = structuredClone(options.base ?? {});
   const configFile = options.configFile ?? env.BREAKGLASS_CONFIG ?? null;
@@ -201,8 +229,11 @@ export function loadConfig(options: LoadOptions = {}): Config {
   const merge = (target: Json, source: Json, prefix = '') => {
     for (const [key, value] of Object.entries(source)) {
       const path = prefix ? `${prefix}.${key}` : key;
-      if (value && typeof value === 'object' && !Array.isArray(value)) merge(target, value as Json, path);
-      else setAt(target, path, value);
+      if (value && typeof value === 'object' && !Array.isArray(value)) {
+        // An empty object is a value too (`temporal.tls: {}`: TLS with the system's roots).
+        if (Object.keys(value).length === 0 && at(target, path) === undefined) setAt(target, path, {});
+        merge(target, value as Json, path);
+      } else setAt(target, path, value);
     }
   };
   merge(raw, fileValues);
@@ -243,7 +274,8 @@ export function loadConfig(options: LoadOptions = {}): Config {
   const tlsRaw = at(raw, 'temporal.tls') as Json | undefined;
   const agentKeyFile = optStr('agent.apiKeyFile', at(raw, 'agent.apiKeyFile'));
   let apiKey = env.ANTHROPIC_API_KEY && env.ANTHROPIC_API_KEY.trim() !== '' ? env.ANTHROPIC_API_KEY.trim() : null;
-  if (!apiKey && agentKeyFile) {
+  // Only the worker talks to the model: a server-only process never reads the key.
+  if (!apiKey && agentKeyFile && roles.includes('worker')) {
     try {
       apiKey = readFileSync(agentKeyFile, 'utf8').trim() || null;
     } catch (error) {
@@ -296,9 +328,17 @@ export function loadConfig(options: LoadOptions = {}): Config {
       labToken: authMode === 'lab' ? optStr('BREAKGLASS_LAB_TOKEN', env.BREAKGLASS_LAB_TOKEN) : null,
     },
     notifications: {
-      webhookUrl: url('notifications.webhookUrl', at(raw, 'notifications.webhookUrl')),
+      webhookUrl: url('notifications.webhookUrl', at(raw, 'notifications.webhookUrl') ?? secretFile('notifications.webhookUrlFile', at(raw, 'notifications.webhookUrlFile'))),
       format: oneOf('notifications.format', at(raw, 'notifications.format'), 'ntfy', ['ntfy', 'slack'] as const),
     },
     roles: { server: roles.includes('server'), worker: roles.includes('worker') },
+    live: {
+      pushUrl: url('live.pushUrl', at(raw, 'live.pushUrl')),
+      token: secretFile('live.tokenFile', at(raw, 'live.tokenFile')),
+    },
+    metrics: {
+      port: int('metrics.port', at(raw, 'metrics.port'), 9464, 0, 65535),
+      sdkPrometheusAddress: optStr('metrics.sdkPrometheusAddress', at(raw, 'metrics.sdkPrometheusAddress')),
+    },
   };
 }

@@ -6,14 +6,20 @@ import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Client, Connection } from '@temporalio/client';
+import { temporal } from '@temporalio/proto';
+import Fastify from 'fastify';
+import type { Registry } from 'prom-client';
+import { SEARCH_ATTRIBUTE_TYPES } from '../workflows/search-attributes.js';
 import type { ActivityDeps } from '../activities/index.js';
 import type { AgentModelConfig } from '../activities/agent/turn.js';
 import type { SshTarget } from '../activities/ssh/connection.js';
 import { buildApp, type AgentStatus } from './app.js';
 import { createAuthenticator } from './auth.js';
-import type { Config, SshEndpointConfig } from './config.js';
+import { ConfigError, type Config, type SshEndpointConfig } from './config.js';
 import { SessionEvents } from './events.js';
-import { LiveBus } from './live-bus.js';
+import { LiveBus, type LiveChunk } from './live-bus.js';
+import { createLivePusher } from './live-push.js';
+import { createMetrics } from './metrics.js';
 import { Sessions } from './sessions.js';
 import { createBreakglassWorker } from './worker.js';
 
@@ -86,37 +92,60 @@ function agentSetup(config: Config, demo: StartOptions['demoAgent']): { status: 
   return { status: { mode: 'off', reason: 'no Anthropic API key configured: the console works manually' }, model: null };
 }
 
+/** Registers the session's search attributes when missing (dev servers, fresh namespaces). */
+async function registerSearchAttributes(connection: Connection, namespace: string): Promise<string | null> {
+  try {
+    const { customAttributes } = await connection.operatorService.listSearchAttributes({ namespace });
+    const missing = Object.keys(SEARCH_ATTRIBUTE_TYPES).filter((name) => !(name in (customAttributes ?? {})));
+    if (missing.length === 0) return null;
+    await connection.operatorService.addSearchAttributes({
+      namespace,
+      searchAttributes: Object.fromEntries(missing.map((name) => [name, temporal.api.enums.v1.IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD])),
+    });
+    return null;
+  } catch (error) {
+    // Temporal Cloud and locked-down clusters refuse this: say exactly what to run instead.
+    return `could not register search attributes (${(error as Error).message}); run: ${Object.keys(SEARCH_ATTRIBUTE_TYPES)
+      .map((name) => `temporal operator search-attribute create --namespace ${namespace} --name ${name} --type Keyword`)
+      .join(' && ')}`;
+  }
+}
+
 export async function startBreakglass(config: Config, options: StartOptions = {}): Promise<Running> {
-  if (!config.temporal.address) throw new Error('config: temporal.address: required outside the lab');
+  if (!config.temporal.address) throw new ConfigError('temporal.address', 'required (or TEMPORAL_ADDRESS)');
   const connectionOptions = temporalConnectionOptions(config);
   const live = new LiveBus();
   const closers: (() => Promise<void>)[] = [];
   const agent = agentSetup(config, options.demoAgent);
   const target = { devvm: config.target.devvmName, vmid: config.target.vmid };
+  const metrics = createMetrics();
   let workerState: () => boolean | null = () => null;
 
+  // Live output: in-process when the server runs here, pushed to the server otherwise.
+  const pusher = !config.roles.server && config.live.pushUrl && config.live.token ? createLivePusher(config.live.pushUrl, config.live.token) : null;
+  const publish = (chunk: LiveChunk) => (pusher ? pusher.push(chunk) : live.publish(chunk));
+
+  // One client connection for everything but the worker's own (native) one.
+  const connection = await Connection.connect(connectionOptions);
+  closers.push(() => connection.close());
+  const client = new Client({ connection, namespace: config.temporal.namespace });
+  const registration = await registerSearchAttributes(connection, config.temporal.namespace);
+  if (registration) console.warn(`breakglass: ${registration}`);
+
   if (config.roles.worker) {
-    // The agent's activity reads the session transcript through its own client.
-    const agentConnection = agent.model ? await Connection.connect(connectionOptions) : null;
     const activities: ActivityDeps = {
       pve: sshTarget(config.pve, 'pve'),
       devvm: sshTarget(config.devvm, 'devvm'),
       artifactsDir: join(config.dataDir, 'forensics'),
-      onCommandOutput: (key, stream, text) =>
-        live.publish({ sessionId: key.workflowId, stream: `${key.activityId}#${key.attempt}`, kind: stream, text }),
-      onAgentText: (key, text) => live.publish({ sessionId: key.workflowId, stream: `${key.activityId}#${key.attempt}`, kind: 'text', text }),
-      ...(agent.model && agentConnection
-        ? {
-            agent: {
-              model: agent.model,
-              client: new Client({ connection: agentConnection, namespace: config.temporal.namespace }),
-              target,
-              maxContextTokens: config.agent.maxContextTokens,
-            },
-          }
+      observer: metrics.observer,
+      onCommandOutput: (key, stream, text) => publish({ sessionId: key.workflowId, stream: `${key.activityId}#${key.attempt}`, kind: stream, text }),
+      onAgentText: (key, text) => publish({ sessionId: key.workflowId, stream: `${key.activityId}#${key.attempt}`, kind: 'text', text }),
+      ...(config.notifications.webhookUrl ? { notifier: { webhookUrl: config.notifications.webhookUrl, format: config.notifications.format } } : {}),
+      ...(agent.model
+        ? { agent: { model: agent.model, client, target, maxContextTokens: config.agent.maxContextTokens } }
         : {}),
     };
-    const { worker, connection } = await createBreakglassWorker({
+    const { worker, connection: workerConnection } = await createBreakglassWorker({
       address: connectionOptions.address,
       namespace: config.temporal.namespace,
       taskQueue: config.temporal.taskQueue,
@@ -127,26 +156,34 @@ export async function startBreakglass(config: Config, options: StartOptions = {}
     });
     const running = worker.run();
     workerState = () => worker.getState() === 'RUNNING';
-    closers.push(async () => {
+    closers.unshift(async () => {
       if (worker.getState() === 'RUNNING') worker.shutdown();
       await running.catch(() => undefined);
-      await connection.close();
-      await agentConnection?.close();
+      await workerConnection.close();
+      await pusher?.close();
     });
   }
+
+  const readiness = async () => {
+    const temporalUp = await Promise.race([
+      connection.workflowService.getSystemInfo({}).then(() => true, () => false),
+      new Promise<boolean>((r) => setTimeout(() => r(false), 2_000)),
+    ]);
+    return { temporal: temporalUp, worker: workerState() };
+  };
 
   let url: string | null = null;
   let labToken: string | null = null;
   if (config.roles.server) {
-    const connection = await Connection.connect(connectionOptions);
-    const client = new Client({ connection, namespace: config.temporal.namespace });
     const sessions = new Sessions(client, {
       taskQueue: config.temporal.taskQueue,
       target,
       policy: config.policy,
       namespace: config.temporal.namespace,
       agent: { enabled: agent.status.mode !== 'off', reason: agent.status.reason },
+      notify: config.notifications.webhookUrl !== null,
     });
+    metrics.watchSessions(client, config.temporal.namespace);
     const events = new SessionEvents(sessions, live);
     const auth = createAuthenticator(config);
     labToken = auth.labToken;
@@ -159,20 +196,20 @@ export async function startBreakglass(config: Config, options: StartOptions = {}
       agent: agent.status,
       uiDir: UI_DIR,
       logger: options.logger ?? false,
-      readiness: async () => {
-        const temporal = await Promise.race([
-          connection.workflowService.getSystemInfo({}).then(() => true, () => false),
-          new Promise<boolean>((r) => setTimeout(() => r(false), 2_000)),
-        ]);
-        return { temporal, worker: workerState() };
-      },
+      readiness,
+      metrics: metrics.registry,
+      ...(config.live.token ? { livePush: { token: config.live.token, bus: live } } : {}),
     });
     url = await app.listen({ host: config.listen.host, port: config.listen.port });
     closers.unshift(async () => {
       events.close();
       await app.close();
-      await connection.close();
     });
+  } else {
+    // A worker on its own still answers probes and scrapes.
+    const health = await buildHealthApp(readiness, metrics.registry);
+    await health.listen({ host: config.listen.host === '127.0.0.1' ? '127.0.0.1' : '0.0.0.0', port: config.metrics.port });
+    closers.unshift(() => health.close());
   }
 
   return {
@@ -182,4 +219,16 @@ export async function startBreakglass(config: Config, options: StartOptions = {}
       for (const close of closers) await close().catch(() => undefined);
     },
   };
+}
+
+async function buildHealthApp(readiness: () => Promise<{ temporal: boolean; worker: boolean | null }>, registry: Registry) {
+  const app = Fastify({ logger: false });
+  app.get('/healthz', async () => ({ ok: true }));
+  app.get('/readyz', async (_request, reply) => {
+    const state = await readiness();
+    const ready = state.temporal && state.worker !== false;
+    return reply.code(ready ? 200 : 503).send({ ready, ...state });
+  });
+  app.get('/metrics', async (_request, reply) => reply.type(registry.contentType).send(await registry.metrics()));
+  return app;
 }

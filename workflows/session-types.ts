@@ -167,6 +167,8 @@ export interface SessionInput {
   operator: string;
   description: string;
   policy: SessionPolicy;
+  /** Send webhook notifications (the deployment has a webhook configured). */
+  notify?: boolean;
   /** Whether this deployment has an agent (an API key); off: a manual console. */
   agent?: { enabled: boolean; reason: string };
   /** Optional; carried across continue-as-new with the rest of the input. */

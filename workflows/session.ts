@@ -128,6 +128,9 @@ const agent = proxyActivities<Activities>({
   retry: { initialInterval: '2s', backoffCoefficient: 2, maximumInterval: '60s', maximumAttempts: 6, nonRetryableErrorTypes: ['agent_auth', 'agent_bad_request', 'agent_cancelled'] },
 });
 
+// Webhook notifications: best effort, never awaited by anything that matters.
+const notifications = proxyActivities<Activities>({ startToCloseTimeout: '20s', retry: { maximumAttempts: 3, initialInterval: '2s' } });
+
 interface FailureInfo {
   kind: string;
   message: string;
@@ -212,6 +215,12 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
   let endRequested: { operator: string; reason: string } | null = null;
   let outcome: Outcome | null = null;
 
+  const notify = (event: Parameters<Activities['notify']>[0]) => {
+    if (!input.notify) return;
+    // Fire and forget: a dead webhook must not hold up a breakglass session.
+    void notifications.notify.executeWithOptions({ summary: `notify: ${event.kind}` }, [event]).catch(() => undefined);
+  };
+
   const record = (entry: TranscriptEntry extends infer E ? (E extends TranscriptEntry ? Omit<E, 'seq' | 'at'> : never) : never) => {
     const full = { ...entry, seq: nextSeq++, at: Date.now() } as TranscriptEntry;
     entries.push(full);
@@ -260,6 +269,7 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
     const approvalId = `a-${item.key}`;
     pendingApprovals.set(approvalId, { approvalId, item, requestedAt: Date.now(), required: rule.required, approvals: [], why: rule.why });
     record({ type: 'approval-needed', approvalId, item, why: rule.why, required: rule.required });
+    notify({ kind: 'approval-needed', sessionId: info.workflowId, approvalId, what: describeItem(item), why: rule.why });
     refreshDetails();
     return { key: item.key, approvalId };
   };
@@ -275,6 +285,7 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
       { key: OUTCOME, value: 'open' },
     ]);
     record({ type: 'session-started', operator: input.operator, description: input.description, target: input.target, policy: input.policy });
+    notify({ kind: 'session-started', sessionId: info.workflowId, operator: input.operator, description: input.description });
   }
   refreshDetails();
 
@@ -524,6 +535,13 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
         lastMutationOk = result.ok;
         setVm(result.after);
         record({ type: 'verb-result', key: item.key, result });
+        notify({
+          kind: 'verb',
+          sessionId: info.workflowId,
+          verb,
+          outcome: result.ok ? 'succeeded' : 'failed',
+          detail: `pid ${result.oldPid ?? '-'} → ${result.newPid ?? '-'}${result.replayed ? ' (from the host journal)' : ''}`,
+        });
       } catch (error) {
         const failure = describeFailure(error);
         if (UNKNOWN_OUTCOME_KINDS.has(failure.kind)) {
@@ -534,11 +552,13 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
             () => null,
           );
           record({ type: 'outcome-unknown', key: item.key, verb, message: failure.message, status });
+          notify({ kind: 'verb', sessionId: info.workflowId, verb, outcome: 'unknown', detail: failure.message });
           pause('system', `the outcome of ${verb} is unknown: check the VM state, then decide`);
           return;
         }
         lastMutationOk = false;
         record({ type: 'verb-failed', key: item.key, verb, kind: failure.kind, message: failure.message, ...(failure.detail !== undefined ? { detail: failure.detail } : {}) });
+        notify({ kind: 'verb', sessionId: info.workflowId, verb, outcome: 'failed', detail: failure.message });
         await checkStatus(item, `status after failed ${verb}`).catch(() => undefined);
         return;
       }
@@ -695,6 +715,7 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
       record({ type: 'skipped', key: item.key, what: describeItem(item), why: 'session cancelled' });
     }
     record({ type: 'session-ended', outcome, operator: 'temporal', reason: 'workflow cancelled' });
+    notify({ kind: 'session-ended', sessionId: info.workflowId, outcome });
     upsertSearchAttributes([{ key: OUTCOME, value: outcome }]);
     refreshDetails();
     throw error;
@@ -706,6 +727,7 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
   }
   outcome = lastMutationOk === true && devvmReachable === true ? 'recovered' : 'ended';
   record({ type: 'session-ended', outcome, operator: ending.operator, reason: ending.reason });
+  notify({ kind: 'session-ended', sessionId: info.workflowId, outcome });
   upsertSearchAttributes([{ key: OUTCOME, value: outcome }]);
   refreshDetails();
   await condition(allHandlersFinished);
