@@ -215,10 +215,11 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
   let endRequested: { operator: string; reason: string } | null = null;
   let outcome: Outcome | null = null;
 
-  const notify = (event: Parameters<Activities['notify']>[0]) => {
-    if (!input.notify) return;
-    // Fire and forget: a dead webhook must not hold up a breakglass session.
-    void notifications.notify.executeWithOptions({ summary: `notify: ${event.kind}` }, [event]).catch(() => undefined);
+  // Fire and forget: a dead webhook must not hold up a breakglass session. The returned promise
+  // is awaited only when the session closes (a closed workflow abandons its activities).
+  const notify = (event: Parameters<Activities['notify']>[0]): Promise<void> => {
+    if (!input.notify) return Promise.resolve();
+    return notifications.notify.executeWithOptions({ summary: `notify: ${event.kind}` }, [event]).catch(() => undefined);
   };
 
   const record = (entry: TranscriptEntry extends infer E ? (E extends TranscriptEntry ? Omit<E, 'seq' | 'at'> : never) : never) => {
@@ -269,7 +270,7 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
     const approvalId = `a-${item.key}`;
     pendingApprovals.set(approvalId, { approvalId, item, requestedAt: Date.now(), required: rule.required, approvals: [], why: rule.why });
     record({ type: 'approval-needed', approvalId, item, why: rule.why, required: rule.required });
-    notify({ kind: 'approval-needed', sessionId: info.workflowId, approvalId, what: describeItem(item), why: rule.why });
+    void notify({ kind: 'approval-needed', sessionId: info.workflowId, approvalId, what: describeItem(item), why: rule.why });
     refreshDetails();
     return { key: item.key, approvalId };
   };
@@ -285,7 +286,7 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
       { key: OUTCOME, value: 'open' },
     ]);
     record({ type: 'session-started', operator: input.operator, description: input.description, target: input.target, policy: input.policy });
-    notify({ kind: 'session-started', sessionId: info.workflowId, operator: input.operator, description: input.description });
+    void notify({ kind: 'session-started', sessionId: info.workflowId, operator: input.operator, description: input.description });
   }
   refreshDetails();
 
@@ -535,7 +536,7 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
         lastMutationOk = result.ok;
         setVm(result.after);
         record({ type: 'verb-result', key: item.key, result });
-        notify({
+        void notify({
           kind: 'verb',
           sessionId: info.workflowId,
           verb,
@@ -552,13 +553,13 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
             () => null,
           );
           record({ type: 'outcome-unknown', key: item.key, verb, message: failure.message, status });
-          notify({ kind: 'verb', sessionId: info.workflowId, verb, outcome: 'unknown', detail: failure.message });
+          void notify({ kind: 'verb', sessionId: info.workflowId, verb, outcome: 'unknown', detail: failure.message });
           pause('system', `the outcome of ${verb} is unknown: check the VM state, then decide`);
           return;
         }
         lastMutationOk = false;
         record({ type: 'verb-failed', key: item.key, verb, kind: failure.kind, message: failure.message, ...(failure.detail !== undefined ? { detail: failure.detail } : {}) });
-        notify({ kind: 'verb', sessionId: info.workflowId, verb, outcome: 'failed', detail: failure.message });
+        void notify({ kind: 'verb', sessionId: info.workflowId, verb, outcome: 'failed', detail: failure.message });
         await checkStatus(item, `status after failed ${verb}`).catch(() => undefined);
         return;
       }
@@ -715,7 +716,7 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
       record({ type: 'skipped', key: item.key, what: describeItem(item), why: 'session cancelled' });
     }
     record({ type: 'session-ended', outcome, operator: 'temporal', reason: 'workflow cancelled' });
-    notify({ kind: 'session-ended', sessionId: info.workflowId, outcome });
+    void notify({ kind: 'session-ended', sessionId: info.workflowId, outcome });
     upsertSearchAttributes([{ key: OUTCOME, value: outcome }]);
     refreshDetails();
     throw error;
@@ -727,9 +728,9 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
   }
   outcome = lastMutationOk === true && devvmReachable === true ? 'recovered' : 'ended';
   record({ type: 'session-ended', outcome, operator: ending.operator, reason: ending.reason });
-  notify({ kind: 'session-ended', sessionId: info.workflowId, outcome });
   upsertSearchAttributes([{ key: OUTCOME, value: outcome }]);
   refreshDetails();
+  await notify({ kind: 'session-ended', sessionId: info.workflowId, outcome });
   await condition(allHandlersFinished);
   return outcome;
 }
