@@ -14,6 +14,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { userInfo } from 'node:os';
+import { DefaultLogger, Runtime } from '@temporalio/worker';
 import { ConfigError, loadConfig } from '../server/config.js';
 import { startBreakglass } from '../server/start.js';
 import { startDevvmHost } from './devvm-host.js';
@@ -27,6 +28,8 @@ import { startTemporalDev, type TemporalDev } from './temporal-dev.js';
 type Scenario = 'io-stall' | 'oom' | 'healthy';
 
 async function main() {
+  // The console prints what matters; the SDK's per-state INFO lines would drown it.
+  Runtime.install({ logger: new DefaultLogger('WARN') });
   const dataDir = resolve(process.env.BREAKGLASS_DATA_DIR ?? join(REPO_ROOT, '.data/lab'));
   const scenario = (process.env.BREAKGLASS_LAB_SCENARIO ?? 'io-stall') as Scenario;
   if (!['io-stall', 'oom', 'healthy'].includes(scenario)) throw new ConfigError('BREAKGLASS_LAB_SCENARIO', 'one of io-stall, oom, healthy');

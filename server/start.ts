@@ -6,7 +6,8 @@ import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Client, Connection } from '@temporalio/client';
-import { temporal } from '@temporalio/proto';
+// A CommonJS package: its namespaces hang off the default export under Node's ESM loader.
+import proto from '@temporalio/proto';
 import Fastify from 'fastify';
 import type { Registry } from 'prom-client';
 import { SEARCH_ATTRIBUTE_TYPES } from '../workflows/search-attributes.js';
@@ -100,7 +101,7 @@ async function registerSearchAttributes(connection: Connection, namespace: strin
     if (missing.length === 0) return null;
     await connection.operatorService.addSearchAttributes({
       namespace,
-      searchAttributes: Object.fromEntries(missing.map((name) => [name, temporal.api.enums.v1.IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD])),
+      searchAttributes: Object.fromEntries(missing.map((name) => [name, proto.temporal.api.enums.v1.IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD])),
     });
     return null;
   } catch (error) {
