@@ -193,6 +193,7 @@ describe('scenario: guest OOM', () => {
         'Jun 11 02:58:01 devvm kernel: app-server invoked oom-killer: gfp_mask=0x140cca(GFP_HIGHUSER_MOVABLE|__GFP_COMP), order=0',
         'Jun 11 02:58:01 devvm kernel: Out of memory: Killed process 2211 (app-server) total-vm:9123456kB, anon-rss:7800000kB',
       ].join('\n'),
+      'systemctl --failed': '  UNIT               LOAD   ACTIVE SUB    DESCRIPTION\n● app-server.service loaded failed failed App server',
       'free -m': 'Mem: 7958 1200 6000 12 758 6500',
     };
     return [{ type: 'command-result', key: item.key, result: { command: item.command, exitCode: 0, exitSignal: null, timedOut: false, stdout: output[item.command] ?? '', stderr: '', droppedBytes: 0, durationMs: 80 } }];
@@ -200,9 +201,9 @@ describe('scenario: guest OOM', () => {
 
   it('when the kernel log shows an OOM kill, then the agent proposes a guest-level restart that waits for approval and summarises after it ran', async () => {
     const played = await play(guestOomScenario, oomWorld, { approve: (item) => item.kind === 'command' });
-    expect(played.turns).toEqual([['devvm_command', 'devvm_command'], ['devvm_command'], [], []]);
+    expect(played.turns).toEqual([['devvm_command', 'devvm_command', 'devvm_command'], ['devvm_command'], [], []]);
     // Read-only commands ran at once; the restart only after bob approved it.
-    expect(played.executed).toEqual(['journalctl -k -n 200 --no-pager', 'free -m', 'sudo systemctl restart app-server']);
+    expect(played.executed).toEqual(['journalctl -k -n 200 --no-pager', 'systemctl --failed', 'free -m', 'sudo systemctl restart app-server']);
     const types = played.entries.map((entry) => entry.type);
     expect(types.indexOf('approval-needed')).toBeLessThan(types.indexOf('approval'));
     const restartResult = played.entries.findIndex((entry) => entry.type === 'command-result' && entry.result.command.startsWith('sudo'));
@@ -216,7 +217,7 @@ describe('scenario: guest OOM', () => {
 
   it('when nobody approves the restart, then it never runs and the agent keeps waiting', async () => {
     const played = await play(guestOomScenario, oomWorld);
-    expect(played.executed).toEqual(['journalctl -k -n 200 --no-pager', 'free -m']);
+    expect(played.executed).toEqual(['journalctl -k -n 200 --no-pager', 'systemctl --failed', 'free -m']);
     expect(played.texts[played.texts.length - 1]).toMatch(/Waiting for an operator to approve/);
   });
 });

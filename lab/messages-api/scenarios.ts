@@ -65,7 +65,8 @@ export function readConversation(request: Pick<ScriptRequest, 'messages' | 'syst
   return { calls, operatorMessages, vmid: /Proxmox VM (\d+)/.exec(system)?.[1] ?? null };
 }
 
-const isPending = (call: SeenCall | undefined) => !call?.result || /waiting for operator approval|in a later message/i.test(call.result.text);
+// Every pending answer the conversation builder writes ends in "reported in a later message".
+const isPending = (call: SeenCall | undefined) => !call?.result || /reported in a later message/i.test(call.result.text);
 const failed = (call: SeenCall) => call.result !== null && (call.result.isError || /timed out|Command failed|unreachable/i.test(call.result.text));
 const last = <T>(items: T[]): T | undefined => items[items.length - 1];
 
@@ -158,9 +159,10 @@ export const guestOomScenario: Script = (request) => {
   const log = commands.find((call) => /^(journalctl|dmesg)\b/.test(String(call.input.command)));
   if (!log) {
     return {
-      text: 'The devvm answers. Checking the kernel log and memory.',
+      text: 'The devvm answers. Checking the kernel log, failed units and memory.',
       toolCalls: [
         { name: 'devvm_command', input: { command: 'journalctl -k -n 200 --no-pager', timeout_seconds: 15, reason: 'look for OOM kills and I/O errors' } },
+        { name: 'devvm_command', input: { command: 'systemctl --failed', timeout_seconds: 10, reason: 'which services are down' } },
         { name: 'devvm_command', input: { command: 'free -m', timeout_seconds: 10, reason: 'memory pressure now' } },
       ],
     };
@@ -170,18 +172,21 @@ export const guestOomScenario: Script = (request) => {
   if (!match) return { text: 'No OOM kill in the kernel log. Next I would look at failed units and disk space.' };
   const processName = match[2] ?? match[3] ?? 'unknown';
   const pid = match[1] ?? match[4] ?? '?';
-  const fixCommand = `sudo systemctl restart ${processName}`;
+  // Restart the unit systemd reports as failed (the process name is not always the unit name).
+  const failedUnits = commands.find((call) => /^systemctl --failed/.test(String(call.input.command)))?.result?.text ?? '';
+  const unit = /([\w@.-]+)\.service\s+\S+\s+failed/.exec(failedUnits)?.[1] ?? processName;
+  const fixCommand = `sudo systemctl restart ${unit}`;
   const fix = commands.find((call) => String(call.input.command) === fixCommand);
   if (!fix) {
     return {
-      text: `Cause: the kernel OOM killer killed ${processName} (pid ${pid}). Guest-level fix, no reset needed: restart it. This needs your approval.`,
-      toolCalls: [{ name: 'devvm_command', input: { command: fixCommand, timeout_seconds: 60, reason: `restart ${processName} after the OOM kill of pid ${pid}` } }],
+      text: `Cause: the kernel OOM killer killed ${processName} (pid ${pid}) and ${unit} is down. Guest-level fix, no reset needed: restart it. This needs your approval.`,
+      toolCalls: [{ name: 'devvm_command', input: { command: fixCommand, timeout_seconds: 60, reason: `restart ${unit} after the OOM kill of pid ${pid}` } }],
     };
   }
   if (isPending(fix)) return waiting(fix);
   if (failed(fix)) return { text: `The restart did not happen or failed: ${(fix.result?.text ?? '').split('\n')[0] ?? ''}` };
   return {
-    text: `Fixed at guest level: ${processName} restarted after the OOM kill of pid ${pid}. No reset or cycle was needed.\nFollow up: memory limits for ${processName}.`,
+    text: `Fixed at guest level: ${unit} restarted after the OOM kill of ${processName} (pid ${pid}). No reset or cycle was needed.\nFollow up: memory limits for ${processName}.`,
   };
 };
 

@@ -11,7 +11,8 @@ import { bundleWorkflowCode, DefaultLogger, NativeConnection, Runtime, Worker } 
 import { createActivities, type ActivityDeps } from '../../activities/index.js';
 import { generateKeyPair, type KeyPair } from '../../lab/keys.js';
 import { startPveHost, type DispatcherConfig, type PveHost } from '../../lab/pve-host.js';
-import { startSshd, type RunningSshd } from '../../lab/sshd.js';
+import { startDevvmHost, type DevvmScenario } from '../../lab/devvm-host.js';
+import { startSshd } from '../../lab/sshd.js';
 import { startTemporalDev, type TemporalDev } from '../../lab/temporal-dev.js';
 import { bundlerOptions, WORKFLOWS_PATH } from '../../server/worker.js';
 import { breakglassSession } from '../../workflows/session.js';
@@ -42,7 +43,8 @@ export interface SessionEnv {
   temporal: TemporalDev;
   client: Client;
   pve: PveHost;
-  devvm: RunningSshd;
+  /** The devvm stand-in: a real shell behind sshd, or the lab's simulated guest. */
+  devvm: { port: number; knownHostsLine: string; stop(): Promise<void> };
   clientKey: KeyPair;
   messagesApi: MessagesApi | null;
   activityDeps: ActivityDeps;
@@ -70,6 +72,11 @@ export interface WorkerProcessSettings {
 
 let sessionCounter = 0;
 
+async function simulatedDevvm(dir: string, vmDir: string, publicKey: string, scenario: DevvmScenario) {
+  const host = await startDevvmHost({ dir, vmDir, clientPublicKey: publicKey, scenario, bootDelayMs: 1_000 });
+  return { port: host.sshd.port, knownHostsLine: host.sshd.knownHostsLine, stop: () => host.stop() };
+}
+
 export interface SessionEnvOptions {
   dynamicConfig?: Record<string, string | number | boolean>;
   pveConfig?: DispatcherConfig;
@@ -77,6 +84,8 @@ export interface SessionEnvOptions {
   agentScript?: Script;
   /** The key the worker presents (default: the one the stand-in accepts). */
   agentApiKey?: string;
+  /** Use the lab's simulated devvm (reachability follows the simulated VM) instead of a real shell. */
+  simDevvm?: DevvmScenario;
 }
 
 export async function startSessionEnv(options: SessionEnvOptions = {}): Promise<SessionEnv> {
@@ -87,7 +96,9 @@ export async function startSessionEnv(options: SessionEnvOptions = {}): Promise<
   const clientKey = await generateKeyPair(dir, 'breakglass');
   const pve = await startPveHost({ dir: join(dir, 'pve'), clientPublicKey: clientKey.publicKey, ...(options.pveConfig ? { config: options.pveConfig } : {}) });
   // The devvm stand-in: a real shell behind a real sshd, as the breakglass user has on a devvm.
-  const devvm = await startSshd({ dir: join(dir, 'devvm'), authorizedKeys: [`restrict ${clientKey.publicKey}`] });
+  const devvm = options.simDevvm
+    ? await simulatedDevvm(join(dir, 'devvm'), pve.vmDir, clientKey.publicKey, options.simDevvm)
+    : await startSshd({ dir: join(dir, 'devvm'), authorizedKeys: [`restrict ${clientKey.publicKey}`] });
   const privateKey = await readFile(clientKey.privateKeyPath);
   const user = userInfo().username;
   const activityDeps: ActivityDeps = {
@@ -210,7 +221,8 @@ export async function waitForTranscript(
     }
     await new Promise((r) => setTimeout(r, 250));
   }
-  throw new Error(`transcript condition not met within ${timeoutMs} ms; last entries: ${last.map((e) => e.type).join(', ')}`);
+  const tail = JSON.stringify(last.slice(-3)).slice(0, 1500);
+  throw new Error(`transcript condition not met within ${timeoutMs} ms; entries: ${last.map((e) => e.type).join(', ')}; last: ${tail}`);
 }
 
 export async function stateOf(handle: WorkflowHandle) {
