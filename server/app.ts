@@ -143,7 +143,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   });
 
   app.setNotFoundHandler((request, reply) => {
-    if (request.url.startsWith('/api/') || request.method !== 'GET' || !deps.uiDir) {
+    // The console routes by URL fragment: only the bare page falls back to index.html, so a
+    // missing asset is a 404 rather than HTML served under a script's name.
+    if (request.url.startsWith('/api/') || request.method !== 'GET' || !deps.uiDir || /\.[a-z0-9]+(\?|$)/i.test(request.url)) {
       return reply.code(404).send({ error: 'not_found', message: `no route ${request.method} ${request.url.split('?')[0]}` });
     }
     return reply.type('text/html').sendFile('index.html');
@@ -153,8 +155,10 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const authenticated = async (request: FastifyRequest) => {
     const operator = deps.auth.identify(request);
     (request as FastifyRequest & { operator: string }).operator = operator;
-    if (request.method !== 'GET' && request.method !== 'HEAD' && !request.headers.authorization) {
-      // Cookie-authenticated mutation: it must come from our own pages.
+    // A bearer token exempts a mutation (browsers never attach one by themselves); in proxy mode
+    // an Authorization header is not our credential (the proxy's Basic auth is ambient) and does not.
+    if (request.method !== 'GET' && request.method !== 'HEAD' && !(deps.auth.mode !== 'proxy' && request.headers.authorization)) {
+      // Cookie- or proxy-authenticated mutation: it must come from our own pages.
       const site = request.headers['sec-fetch-site'];
       const origin = request.headers.origin;
       const host = request.headers.host;
@@ -220,6 +224,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     schema({ summary: 'exchange a token for a session cookie', tags: ['auth'], body: Type.Object({ token: Type.String({ minLength: 16, maxLength: 256 }) }), response: Type.Object({ operator: Type.String() }) }),
     async (request, reply) => {
       const { token } = request.body as { token: string };
+      if (deps.auth.mode === 'lab' && !['127.0.0.1', '::1', '::ffff:127.0.0.1'].includes(request.socket.remoteAddress ?? '')) throw new AuthError(401, 'lab mode accepts loopback clients only');
       const operator = deps.auth.login(token);
       const secure = request.protocol === 'https' ? '; Secure' : '';
       reply.header('set-cookie', `${SESSION_COOKIE}=${deps.auth.issueCookie(operator)}; HttpOnly; SameSite=Strict; Path=/${secure}; Max-Age=43200`);
