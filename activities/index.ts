@@ -140,8 +140,14 @@ export function createActivities(deps: ActivityDeps) {
       return typed(() =>
         observed('forensics', 'pve', () => withHeartbeat(async (signal) => {
           const result = await pveForensics(deps.pve, { requestId: request.requestId, deadlineMs: deadlines.forensicsMs, signal });
-          await mkdir(deps.artifactsDir, { recursive: true });
-          await writeFile(join(deps.artifactsDir, `${request.requestId}.json`), JSON.stringify(result, null, 2));
+          // The worker's copy is a convenience: the host keeps the document and history keeps the
+          // result. A full or broken data dir must never stand between forensics and a cycle.
+          try {
+            await mkdir(deps.artifactsDir, { recursive: true });
+            await writeFile(join(deps.artifactsDir, `${request.requestId}.json`), JSON.stringify(result, null, 2));
+          } catch (error) {
+            Context.current().log.warn('forensics: could not keep a local copy', { requestId: request.requestId, error: (error as Error).message });
+          }
           return result;
         })),
       );

@@ -1,3 +1,5 @@
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { invocations } from '../lab/pve/sim-vm.mjs';
 import { requestVerbUpdate, requestCommandUpdate, endSessionSignal } from '../workflows/messages.js';
@@ -43,5 +45,20 @@ describe('breakglass session workflow', () => {
 
     await handle.signal(endSessionSignal, { operator: 'alice', reason: 'fixed' });
     expect(await handle.result()).toBe('recovered');
+  });
+});
+
+describe('when the worker cannot write its data dir', () => {
+  it('when the local forensics copy fails (full or broken data dir), then forensics is still recorded and the cycle still runs', async () => {
+    const blocker = join(env.dir, 'not-a-directory');
+    await writeFile(blocker, 'a file where the data dir should be');
+    const queue = uniqueQueue('datadir');
+    await env.startWorker(queue, { artifactsDir: join(blocker, 'forensics') });
+    const handle = await env.startSession(queue);
+    await handle.executeUpdate(requestVerbUpdate, { args: [{ verb: 'cycle', reason: 'disk full on the worker', operator: 'alice' }] });
+    const entries = await waitForTranscript(handle, (all) => all.some((e) => e.type === 'devvm-wait'));
+    expect(entries.map((e) => e.type)).toEqual(expect.arrayContaining(['forensics', 'verb-result']));
+    expect(entries.find((e): e is Extract<TranscriptEntry, { type: 'verb-result' }> => e.type === 'verb-result')!.result.ok).toBe(true);
+    await handle.signal(endSessionSignal, { operator: 'alice' });
   });
 });

@@ -12,7 +12,9 @@ import {
   allHandlersFinished,
   condition,
   continueAsNew,
+  currentUpdateInfo,
   isCancellation,
+  patched,
   proxyActivities,
   setCurrentDetails,
   setHandler,
@@ -153,7 +155,9 @@ function describeFailure(error: unknown): FailureInfo {
 function validateRequestKey(key: string | undefined): void {
   if (key === undefined) return;
   if (!REQUEST_KEY_PATTERN.test(key)) throw new Error('requestKey: 1-40 letters, digits, "_" or "-"');
-  if (key.startsWith('t-') || /^r\d+$/.test(key) || key.startsWith('a-')) throw new Error('requestKey: "t-…", "a-…" and "r<number>" are reserved for keys the session makes');
+  if (key.startsWith('t-') || key.startsWith('a-') || /^r\d+$/.test(key) || /^u[A-Za-z0-9]{20,}$/.test(key)) {
+    throw new Error('requestKey: "t-…", "a-…", "r<number>" and "u<update id>" are reserved for keys the session makes');
+  }
 }
 
 function describeItem(item: WorkItem): string {
@@ -252,8 +256,16 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
     refreshDetails();
   };
 
+  // A request's key names it on the PVE host (its request ids derive from it), so it must be
+  // the same when the request is re-applied after `temporal workflow reset` (the host journal
+  // then replays instead of acting again) and new for a genuinely new request. An Update's id
+  // has both properties; a Signal (the CLI's way) has no id and gets the next number — CLI
+  // callers who reset without re-applying should pass their own requestKey.
   const newKey = (requested: string | undefined): string => {
     if (requested !== undefined) return requested;
+    const updateId = currentUpdateInfo()?.id;
+    // Patched: histories recorded before this rule keep numbering their requests.
+    if (updateId && patched('request-keys-from-update-ids')) return `u${updateId.replace(/[^A-Za-z0-9]/g, '').slice(0, 38)}`;
     return `r${nextRequestNumber++}`;
   };
 
@@ -416,7 +428,9 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
   setHandler(
     approvalUpdate,
     (decision) => {
-      const pending = pendingApprovals.get(decision.approvalId) as PendingApproval;
+      // The validator vouched for the id when the update was accepted; replay skips validators.
+      const pending = pendingApprovals.get(decision.approvalId);
+      if (!pending) return { approvalId: decision.approvalId, decision: decision.decision, executed: false };
       const operator = operatorName(decision.operator);
       record({ type: 'approval', approvalId: pending.approvalId, decision: decision.decision, operator, reason: reasonText(decision.reason) });
       if (decision.decision === 'deny') {

@@ -1,0 +1,42 @@
+/**
+ * A breakglass worker in its own process for the fault suites, so a test can SIGKILL it:
+ *   node --import tsx test/helpers/fault-worker-process.ts <settings.json> <workflow-bundle.js>
+ * Prints "worker ready" once polling.
+ *
+ * Same workflows and activities as server/worker.ts (and test/helpers/worker-process.ts), with
+ * one test-only difference: a 1 s sticky schedule-to-start timeout instead of the SDK's 10 s.
+ * After a SIGKILL the server keeps offering the session's next workflow task to the dead
+ * worker's sticky queue until that timeout; 10 s per kill would make the kill suite too slow.
+ */
+import { readFileSync } from 'node:fs';
+import { DefaultLogger, NativeConnection, Runtime, Worker } from '@temporalio/worker';
+import { createActivities } from '../../activities/index.js';
+import type { WorkerProcessSettings } from './session-env.js';
+
+const [settingsPath, bundlePath] = process.argv.slice(2);
+if (!settingsPath || !bundlePath) throw new Error('usage: fault-worker-process.ts <settings.json> <bundle.js>');
+const settings = JSON.parse(readFileSync(settingsPath, 'utf8')) as WorkerProcessSettings;
+Runtime.install({ logger: new DefaultLogger('WARN') });
+
+const target = (host: WorkerProcessSettings['pve']) => ({
+  host: host.host,
+  port: host.port,
+  username: host.username,
+  privateKey: readFileSync(host.privateKeyPath),
+  pins: { knownHosts: host.knownHosts },
+  readyTimeoutMs: 5_000,
+  keepaliveIntervalMs: 1_000,
+});
+
+const connection = await NativeConnection.connect({ address: settings.address });
+const worker = await Worker.create({
+  connection,
+  namespace: settings.namespace,
+  taskQueue: settings.taskQueue,
+  activities: createActivities({ pve: target(settings.pve), devvm: target(settings.devvm), artifactsDir: settings.artifactsDir, deadlines: { devvmProbeMs: 3_000 } }),
+  workflowBundle: { codePath: bundlePath },
+  stickyQueueScheduleToStartTimeout: '1s',
+});
+const running = worker.run();
+console.log('worker ready');
+await running;

@@ -1,0 +1,91 @@
+/**
+ * Replays recorded histories of representative sessions (test/fixtures/histories, recorded by
+ * test/helpers/record-histories.ts from real sessions) against today's workflow code, so a
+ * change that breaks determinism — and would wedge every session running at deploy time — fails
+ * here instead of in an incident.
+ */
+import { readdirSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { bundleWorkflowCode, Worker, type ReplayResult } from '@temporalio/worker';
+import { DeterminismViolationError } from '@temporalio/workflow';
+import { describe, expect, it } from 'vitest';
+import { bundlerOptions } from '../server/worker.js';
+import { historyFromShowJson } from './helpers/history-json.js';
+import { workflowBundle } from './helpers/session-env.js';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const FIXTURES = join(HERE, 'fixtures/histories');
+
+/** What each fixture stands for; the test below checks the recording really shows it. */
+const FIXTURE_NAMES = ['approval-deny', 'cancelled', 'continued-as-new-run1', 'continued-as-new-run2', 'cycle'];
+
+interface JsonEvent {
+  eventId: string;
+  eventType: string;
+  [attributes: string]: unknown;
+}
+
+function load(name: string): { events: JsonEvent[] } {
+  return JSON.parse(readFileSync(join(FIXTURES, `${name}.json`), 'utf8')) as { events: JsonEvent[] };
+}
+
+const eventTypes = (name: string) => load(name).events.map((event) => event.eventType.replace(/^EVENT_TYPE_/, ''));
+const activityTypes = (name: string) =>
+  load(name)
+    .events.map((event) => (event.activityTaskScheduledEventAttributes as { activityType?: { name?: string } } | undefined)?.activityType?.name)
+    .filter((type): type is string => type !== undefined);
+const updateNames = (name: string) =>
+  load(name)
+    .events.map((event) => (event.workflowExecutionUpdateAcceptedEventAttributes as { acceptedRequest?: { input?: { name?: string } } } | undefined)?.acceptedRequest?.input?.name)
+    .filter((update): update is string => update !== undefined);
+
+const quietLogger = { trace() {}, debug() {}, info() {}, warn() {}, error: console.error, log() {} } as never;
+
+async function replayAll(bundle: { code: string }, names: string[]): Promise<ReplayResult[]> {
+  const results: ReplayResult[] = [];
+  const histories = names.map((name) => ({ workflowId: name, history: historyFromShowJson(load(name)) }));
+  for await (const result of Worker.runReplayHistories({ workflowBundle: bundle }, histories)) results.push(result);
+  return results;
+}
+
+describe('replay of recorded session histories', () => {
+  it('when the fixtures are read, then each is the session it stands for', () => {
+    expect(readdirSync(FIXTURES).filter((file) => file.endsWith('.json')).sort()).toEqual(FIXTURE_NAMES.map((name) => `${name}.json`));
+
+    // A cycle: forensics strictly before the verb, then the wait for the devvm, a command, the end.
+    const cycle = activityTypes('cycle');
+    expect(cycle.slice(0, 3)).toEqual(['pveForensics', 'pveMutation', 'waitForDevvm']);
+    expect(cycle).toContain('devvmCommand');
+    expect(eventTypes('cycle').at(-1)).toBe('WORKFLOW_EXECUTION_COMPLETED');
+
+    // Two-person policy: a denied request and an approved one; only the approved one ran.
+    expect(updateNames('approval-deny').filter((update) => update === 'approval')).toHaveLength(2);
+    expect(activityTypes('approval-deny')).toEqual(['pveForensics', 'pveMutation', 'waitForDevvm']);
+
+    expect(eventTypes('cancelled')).toContain('WORKFLOW_EXECUTION_CANCEL_REQUESTED');
+    expect(eventTypes('cancelled').at(-1)).toBe('WORKFLOW_EXECUTION_CANCELED');
+    expect(activityTypes('cancelled')).toEqual(['pveStatus', 'devvmCommand']);
+
+    expect(eventTypes('continued-as-new-run1').at(-1)).toBe('WORKFLOW_EXECUTION_CONTINUED_AS_NEW');
+    const started = load('continued-as-new-run2').events[0]!.workflowExecutionStartedEventAttributes as { continuedExecutionRunId?: string };
+    expect(started.continuedExecutionRunId).toBeTruthy();
+    expect(eventTypes('continued-as-new-run2').at(-1)).toBe('WORKFLOW_EXECUTION_COMPLETED');
+  });
+
+  it('when every recorded history is replayed against the current workflow code, then none hits a determinism error', async () => {
+    const results = await replayAll(await workflowBundle(), FIXTURE_NAMES);
+    expect(results.map((result) => [result.workflowId, result.error ? String(result.error) : null])).toEqual(FIXTURE_NAMES.map((name) => [name, null]));
+  }, 120_000);
+
+  it('when the workflow issues its commands in a different order, then replaying the recordings fails with a determinism violation', async () => {
+    const broken = await bundleWorkflowCode({
+      workflowsPath: join(HERE, 'helpers/nondeterministic-session.ts'),
+      ...(bundlerOptions?.webpackConfigHook ? { webpackConfigHook: bundlerOptions.webpackConfigHook } : {}),
+      logger: quietLogger,
+    });
+    const results = await replayAll(broken, ['cycle', 'cancelled']);
+    expect(results).toHaveLength(2);
+    for (const result of results) expect(result.error).toBeInstanceOf(DeterminismViolationError);
+  }, 120_000);
+});
