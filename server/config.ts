@@ -310,7 +310,7 @@ function parseConfig(options: LoadOptions): Config {
     agent: {
       apiKeyFile: agentKeyFile,
       apiKey,
-      model: str('agent.model', at(raw, 'agent.model'), 'claude-sonnet-4-5'),
+      model: str('agent.model', at(raw, 'agent.model'), 'claude-sonnet-4-6'),
       maxTokens: int('agent.maxTokens', at(raw, 'agent.maxTokens'), 2048, 256, 64_000),
       maxContextTokens: int('agent.maxContextTokens', at(raw, 'agent.maxContextTokens'), 150_000, 8_000, 1_000_000),
       baseUrl: url('agent.baseUrl', at(raw, 'agent.baseUrl')),
