@@ -97,7 +97,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     logger: deps.logger ?? false,
     bodyLimit: 64 * 1024,
     // ajv: report every problem with its path; coerce query strings (cursor) to numbers.
-    ajv: { customOptions: { allErrors: false, coerceTypes: 'array', removeAdditional: false } },
+    // No type coercion: `{"verb":["cycle"]}` or `{"timeoutSeconds":true}` is a bad request, not a
+    // cycle or a one-second timeout. Numbers in query strings are declared as digit strings.
+    ajv: { customOptions: { allErrors: false, coerceTypes: false, removeAdditional: false } },
   });
 
   await app.register(fastifySwagger, {
@@ -277,14 +279,17 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     },
   );
 
-  const TranscriptQuery = Type.Object({ cursor: Type.Optional(Type.Integer({ minimum: 1 })), limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 200 })) }, { additionalProperties: false });
+  const TranscriptQuery = Type.Object(
+    { cursor: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{0,9}$' })), limit: Type.Optional(Type.String({ pattern: '^([1-9]|[1-9][0-9]|1[0-9][0-9]|200)$' })) },
+    { additionalProperties: false },
+  );
   app.get(
     '/api/sessions/:id/transcript',
     { preHandler: authenticated, ...schema({ summary: 'a transcript page from cursor (transcript seq)', params: SessionId, querystring: TranscriptQuery, response: Loose }) },
     async (request) => {
       const { id } = request.params as Static<typeof SessionId>;
       const query = request.query as Static<typeof TranscriptQuery>;
-      return deps.sessions.transcript(id, query.cursor, query.limit ?? 100);
+      return deps.sessions.transcript(id, query.cursor === undefined ? undefined : Number(query.cursor), query.limit === undefined ? 100 : Number(query.limit));
     },
   );
 
@@ -388,7 +393,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     },
   );
 
-  const EventsQuery = Type.Object({ from: Type.Optional(Type.Integer({ minimum: 1 })) }, { additionalProperties: false });
+  const EventsQuery = Type.Object({ from: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{0,9}$' })) }, { additionalProperties: false });
   app.get(
     '/api/sessions/:id/events',
     { preHandler: authenticated, schema: { summary: 'Server-Sent Events: entry (id = seq), state, live; resumes from Last-Event-ID', tags: ['sessions'], params: SessionId, querystring: EventsQuery } },
@@ -405,7 +410,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 async function streamEvents(request: FastifyRequest, reply: FastifyReply, deps: AppDeps) {
   const { id } = request.params as { id: string };
   const lastEventId = Number(request.headers['last-event-id']);
-  const from = Number.isInteger(lastEventId) && lastEventId > 0 ? lastEventId + 1 : (request.query as { from?: number }).from;
+  const queryFrom = (request.query as { from?: string }).from;
+  const from = Number.isInteger(lastEventId) && lastEventId > 0 ? lastEventId + 1 : queryFrom === undefined ? undefined : Number(queryFrom);
   await deps.sessions.state(id); // a 404 before the stream starts
   reply.hijack();
   const raw = reply.raw;

@@ -113,8 +113,8 @@ export function createAuthenticator(config: Config): Authenticator {
     return `${payload}.${sign(payload)}`;
   };
   const fromCookie = (value: string): string => {
-    const [payload, signature] = value.split('.');
-    if (!payload || !signature) throw new AuthError(401, 'session cookie: malformed');
+    const [payload, signature, ...extra] = value.split('.');
+    if (!payload || !signature || extra.length > 0) throw new AuthError(401, 'session cookie: malformed');
     const expected = Buffer.from(sign(payload));
     const given = Buffer.from(signature);
     if (expected.length !== given.length || !timingSafeEqual(expected, given)) throw new AuthError(401, 'session cookie: not valid (log in again)');

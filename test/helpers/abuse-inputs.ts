@@ -221,6 +221,6 @@ export const forensicsInputs: fc.Arbitrary<FuzzInput> = tagged('valid read-only:
 /** The bulk mix: mostly rejected inputs, a few valid statuses; never a grammatical mutation. */
 export function bulkInputs(payloads: Payloads): fc.Arbitrary<FuzzInput> {
   return fc
-    .oneof({ weight: 119, arbitrary: rejectedInputs(payloads) }, { weight: 1, arbitrary: statusInputs })
+    .oneof({ weight: 199, arbitrary: rejectedInputs(payloads) }, { weight: 1, arbitrary: statusInputs })
     .filter((input) => !isMutating(input.command));
 }
