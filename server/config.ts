@@ -55,8 +55,10 @@ export interface Config {
   pve: SshEndpointConfig;
   agent: {
     apiKeyFile: string | null;
-    /** From ANTHROPIC_API_KEY (env only; never in the file). */
+    /** From ANTHROPIC_API_KEY or apiKeyFile; read only where the worker runs. */
     apiKey: string | null;
+    /** A key is configured (a server-only process knows the agent exists without reading it). */
+    configured: boolean;
     model: string;
     maxTokens: number;
     maxContextTokens: number;
@@ -310,6 +312,7 @@ function parseConfig(options: LoadOptions): Config {
     agent: {
       apiKeyFile: agentKeyFile,
       apiKey,
+      configured: apiKey !== null || agentKeyFile !== null,
       model: str('agent.model', at(raw, 'agent.model'), 'claude-sonnet-4-6'),
       maxTokens: int('agent.maxTokens', at(raw, 'agent.maxTokens'), 2048, 256, 64_000),
       maxContextTokens: int('agent.maxContextTokens', at(raw, 'agent.maxContextTokens'), 150_000, 8_000, 1_000_000),

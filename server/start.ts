@@ -84,10 +84,11 @@ function agentSetup(config: Config, demo: StartOptions['demoAgent']): { status: 
   if (demo) {
     return { status: { mode: 'demo', reason: 'DEMO: a local stand-in for the Messages API plays a scripted agent' }, model: { ...common, apiKey: demo.apiKey, baseURL: demo.baseURL } };
   }
-  if (config.agent.apiKey) {
+  if (config.agent.configured) {
     return {
       status: { mode: 'live', reason: `Claude (${config.agent.model})` },
-      model: { ...common, apiKey: config.agent.apiKey, ...(config.agent.baseUrl ? { baseURL: config.agent.baseUrl } : {}) },
+      // Only a process that runs the worker holds the key.
+      model: config.agent.apiKey ? { ...common, apiKey: config.agent.apiKey, ...(config.agent.baseUrl ? { baseURL: config.agent.baseUrl } : {}) } : null,
     };
   }
   return { status: { mode: 'off', reason: 'no Anthropic API key configured: the console works manually' }, model: null };

@@ -531,9 +531,12 @@ describe('helm template with non-default values (separate worker, ingress, PVC, 
     expect(config.dataDir).toBe('/data');
     expect(config.devvm).toMatchObject({ host: '10.20.0.12', port: 2222, user: 'bg', knownHostsFile: null, fingerprints: [FP('B')] });
     expect(config.temporal.tls).toEqual({ caFile: null, certFile: null, keyFile: null, serverName: null });
-    expect(config.agent).toMatchObject({ model: 'claude-opus-4-1', apiKey: 'test-anthropic-key' });
+    // The console pod knows an agent is configured but never reads its key; the worker does.
+    expect(config.agent).toMatchObject({ model: 'claude-opus-4-1', apiKey: null, configured: true });
     expect(config.policy).toEqual({ mutatingVerbs: 'two-person', devvmCommands: 'allowlist', toolCallsPerMessage: 12 });
-    expect((await loadRendered(docs, worker)).roles).toEqual({ server: false, worker: true });
+    const workerConfig = await loadRendered(docs, worker);
+    expect(workerConfig.roles).toEqual({ server: false, worker: true });
+    expect(workerConfig.agent).toMatchObject({ apiKey: 'test-anthropic-key', configured: true });
   });
 });
 
