@@ -360,9 +360,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   action('/api/sessions/:id/pause', 'pause the session (nothing new runs)', (id, operator, reason) => deps.sessions.pause(id, operator, reason));
   action('/api/sessions/:id/resume', 'resume a paused session', (id, operator) => deps.sessions.resume(id, operator));
   action('/api/sessions/:id/end', 'end the session (outcome recovered or ended)', (id, operator, reason) => deps.sessions.end(id, operator, reason));
-  action('/api/sessions/:id/cancel', 'cancel: stops commands and agent turns, lets an in-flight verb finish', async (id, operator) => {
+  action('/api/sessions/:id/cancel', 'cancel: stops commands and agent turns, lets an in-flight verb finish', async (id, operator, reason) => {
     app.log.info({ session: id, operator }, 'session cancel requested');
-    await deps.sessions.cancel(id);
+    await deps.sessions.cancel(id, operator, reason);
   });
 
   const PolicyBody = Type.Object(

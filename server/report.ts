@@ -56,6 +56,8 @@ function line(entry: TranscriptEntry): string | null {
       return `resumed by ${entry.operator}`;
     case 'policy-changed':
       return `${entry.operator} set policy: mutating verbs ${entry.policy.mutatingVerbs}, devvm commands ${entry.policy.devvmCommands}`;
+    case 'cancel-requested':
+      return `**${entry.operator}** cancelled the session${entry.reason ? ` — ${oneLine(entry.reason)}` : ''}`;
     case 'session-ended':
       return `session ended: **${entry.outcome}** (${entry.operator}${entry.reason ? `: ${oneLine(entry.reason)}` : ''})`;
     default:
@@ -75,7 +77,7 @@ export function postmortem(id: string, state: SessionState, entries: TranscriptE
     const text = line(entry);
     if (text) out.push(`- ${time(entry.at)} — ${text}`);
   }
-  const operators = entries.filter((e) => ['operator-message', 'approval', 'paused', 'resumed', 'policy-changed'].includes(e.type) || (e.type === 'request' && e.item.requestedBy.kind === 'operator'));
+  const operators = entries.filter((e) => ['operator-message', 'approval', 'paused', 'resumed', 'policy-changed', 'cancel-requested'].includes(e.type) || (e.type === 'request' && e.item.requestedBy.kind === 'operator'));
   out.push('', '## Operator actions', '');
   for (const entry of operators) out.push(`- ${time(entry.at)} — ${line(entry)}`);
   out.push('', '## Forensics', '');

@@ -8,6 +8,7 @@ import { readFullTranscript } from '../activities/agent/transcript.js';
 import { breakglassSession } from '../workflows/session.js';
 import {
   approvalUpdate,
+  cancelRequestSignal,
   endSessionSignal,
   operatorMessageUpdate,
   pauseSignal,
@@ -153,7 +154,9 @@ export class Sessions {
     return this.handle(id).signal(endSessionSignal, { operator, ...(reason ? { reason } : {}) });
   }
 
-  cancel(id: string) {
+  /** Names the operator in the record, then asks Temporal to cancel (which carries no identity). */
+  async cancel(id: string, operator: string, reason?: string) {
+    await this.handle(id).signal(cancelRequestSignal, { operator, ...(reason ? { reason } : {}) });
     return this.handle(id).cancel();
   }
 }

@@ -209,6 +209,17 @@ describe('HTTP API with token auth', () => {
     await fetch(`${base}/api/sessions/${id}/end`, json(ALICE, {}));
   });
 
+  it('when an operator cancels a session, then the record names them and the session closes cancelled', async () => {
+    const { id } = (await (await fetch(`${base}/api/sessions`, json(ALICE, { description: 'wrong VM' }))).json()) as { id: string };
+    expect((await fetch(`${base}/api/sessions/${id}/cancel`, json(BOB, { reason: 'opened by mistake' }))).status).toBe(200);
+    const closed = await until(async () => {
+      const all = await entries(base, id);
+      return all.some((e) => e.type === 'session-ended') ? all : undefined;
+    });
+    expect(closed.find((e) => e.type === 'cancel-requested')).toMatchObject({ operator: 'bob', reason: 'opened by mistake' });
+    expect(closed.find((e) => e.type === 'session-ended')).toMatchObject({ outcome: 'cancelled', operator: 'bob' });
+  });
+
   it('when the OpenAPI document is fetched, then it lists the routes', async () => {
     const docs = (await (await fetch(`${base}/api/docs`)).json()) as { openapi: string; paths: Record<string, unknown> };
     expect(docs.openapi).toMatch(/^3\./);

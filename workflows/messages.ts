@@ -70,6 +70,8 @@ export const requestVerbSignal = defineSignal<[VerbRequestInput]>('requestVerb')
 export const pauseSignal = defineSignal<[OperatorActionInput]>('pause');
 export const resumeSignal = defineSignal<[OperatorActionInput]>('resume');
 export const endSessionSignal = defineSignal<[OperatorActionInput]>('endSession');
+/** Sent by the console just before it cancels the workflow, so the record names who did it. */
+export const cancelRequestSignal = defineSignal<[OperatorActionInput]>('cancelRequested');
 
 export const stateQuery = defineQuery<SessionState>('state');
 export const transcriptQuery = defineQuery<TranscriptPage, [{ cursor?: number; limit?: number }?]>('transcript');

@@ -99,6 +99,7 @@ export type TranscriptEntry = EntryBase &
     | { type: 'resumed'; operator: string }
     | { type: 'policy-changed'; operator: string; policy: SessionPolicy }
     | { type: 'session-ended'; outcome: Outcome; operator: string; reason: string }
+    | { type: 'cancel-requested'; operator: string; reason: string }
     | { type: 'agent-message'; turn: string; text: string; toolCalls: { id: string; name: string; input: unknown }[]; usage: TokenUsage }
     | { type: 'agent-tool-error'; toolUseId: string; message: string }
     | { type: 'agent-error'; kind: string; message: string }

@@ -30,6 +30,7 @@ import {
   MAX_REASON_LENGTH,
   REQUEST_KEY_PATTERN,
   approvalUpdate,
+  cancelRequestSignal,
   endSessionSignal,
   operatorMessageUpdate,
   pauseSignal,
@@ -217,6 +218,7 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
   const startedAt = carried?.startedAt ?? Date.now();
   let running: { item: WorkItem; since: number } | null = null;
   let endRequested: { operator: string; reason: string } | null = null;
+  let cancelledBy: { operator: string; reason: string } | null = null;
   let outcome: Outcome | null = null;
 
   // Fire and forget: a dead webhook must not hold up a breakglass session. The returned promise
@@ -501,6 +503,11 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
     record({ type: 'resumed', operator: String(action?.operator ?? 'unknown') });
     refreshDetails();
   });
+  setHandler(cancelRequestSignal, (action) => {
+    if (cancelledBy || outcome) return;
+    cancelledBy = { operator: String(action?.operator ?? 'unknown'), reason: String(action?.reason ?? '') };
+    record({ type: 'cancel-requested', operator: cancelledBy.operator, reason: cancelledBy.reason });
+  });
   setHandler(endSessionSignal, (action) => {
     endRequested ??= { operator: String(action?.operator ?? 'unknown'), reason: String(action?.reason ?? '') };
   });
@@ -729,7 +736,9 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
     for (const item of queue.splice(0)) {
       record({ type: 'skipped', key: item.key, what: describeItem(item), why: 'session cancelled' });
     }
-    record({ type: 'session-ended', outcome, operator: 'temporal', reason: 'workflow cancelled' });
+    // Set by the cancelRequested signal (the console); a bare `temporal workflow cancel` has no name.
+    const by = cancelledBy as { operator: string; reason: string } | null;
+    record({ type: 'session-ended', outcome, operator: by?.operator ?? 'temporal', reason: by?.reason || 'workflow cancelled' });
     void notify({ kind: 'session-ended', sessionId: info.workflowId, outcome });
     upsertSearchAttributes([{ key: OUTCOME, value: outcome }]);
     refreshDetails();

@@ -118,6 +118,7 @@ export type AgentTranscriptEntry = Seq &
     | { type: 'session-ended'; outcome: string; operator: string; reason: string }
     | { type: 'agent-error'; kind: string; message: string }
     | { type: 'agent-disabled'; reason: string }
+    | { type: 'cancel-requested'; operator: string; reason: string }
   );
 
 export type AgentTranscriptEntryType = AgentTranscriptEntry['type'];

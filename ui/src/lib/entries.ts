@@ -62,6 +62,8 @@ export function summarizeEntry(entry: Entry, agentMode: AgentMode | undefined): 
       return `Policy changed by ${entry.operator}`;
     case 'session-ended':
       return `Session ended: ${entry.outcome}`;
+    case 'cancel-requested':
+      return `Cancelled by ${entry.operator}`;
     default:
       return `New entry: ${(entry as { type?: string }).type ?? 'unknown'}`;
   }
