@@ -176,7 +176,14 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       rateLimit: {
         max: deps.mutationRateLimit ?? 120,
         timeWindow: '1 minute',
-        keyGenerator: (request: FastifyRequest) => operatorOf(request) || request.ip,
+        // The limiter runs before the route's preHandler has named the operator: identify here.
+        keyGenerator: (request: FastifyRequest) => {
+          try {
+            return `operator:${deps.auth.identify(request)}`;
+          } catch {
+            return `address:${request.ip}`;
+          }
+        },
       },
     },
   };

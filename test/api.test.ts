@@ -23,7 +23,7 @@ let env: SessionEnv;
 let queue: string;
 const apps: FastifyInstance[] = [];
 
-async function serve(auth: Record<string, unknown>, configEnv: Record<string, string> = {}): Promise<{ base: string; config: Config }> {
+async function serve(auth: Record<string, unknown>, configEnv: Record<string, string> = {}, mutationRateLimit?: number): Promise<{ base: string; config: Config }> {
   const config = loadConfig({ env: configEnv, file: { ...endpoints, auth } });
   const sessions = new Sessions(env.client, { taskQueue: queue, target: { devvm: 'devvm', vmid: 102 }, policy: DEFAULT_POLICY, namespace: 'default' });
   const app = await buildApp({
@@ -35,6 +35,7 @@ async function serve(auth: Record<string, unknown>, configEnv: Record<string, st
     namespace: 'default',
     agent: { mode: 'off', reason: 'test' },
     heartbeatMs: 500,
+    ...(mutationRateLimit ? { mutationRateLimit } : {}),
   });
   apps.push(app);
   const base = await app.listen({ host: '127.0.0.1', port: 0 });
@@ -247,6 +248,17 @@ describe('cookie sessions and CSRF', () => {
     await fetch(`${base}/api/sessions/${id}/end`, json(ALICE, {}));
     expect((await fetch(`${base}/api/me`, { headers: { cookie: jar } })).status).toBe(200);
     expect((await fetch(`${base}/api/me`, { headers: { cookie: 'breakglass_session=forged.signature' } })).status).toBe(401);
+  });
+});
+
+describe('rate limits', () => {
+  it('when one operator floods mutating routes, then they get 429 while another operator from the same address is unaffected', async () => {
+    const { base } = await serve({ mode: 'token', tokens: [{ operator: 'alice', sha256: sha(ALICE) }, { operator: 'bob', sha256: sha(BOB) }] }, {}, 3);
+    const statuses: number[] = [];
+    for (let i = 0; i < 4; i++) statuses.push((await fetch(`${base}/api/sessions/bg-none/pause`, json(ALICE, {}))).status);
+    expect(statuses.slice(0, 3)).not.toContain(429);
+    expect(statuses[3]).toBe(429);
+    expect((await fetch(`${base}/api/sessions/bg-none/pause`, json(BOB, {}))).status).not.toBe(429);
   });
 });
 
