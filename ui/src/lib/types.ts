@@ -24,26 +24,11 @@ export interface Me {
   agent: AgentInfo;
 }
 
-/** One row of `GET /api/sessions` (Temporal visibility). */
-export interface SessionSummary {
-  id: string;
-  status: string;
-  operator: string | null;
-  target: string | null;
-  startedAt: string;
-  closedAt: string | null;
-  outcome: string | null;
-  lastVerb: string | null;
-}
+/** One row of `GET /api/sessions` (Temporal visibility): the server's own type. */
+export type { SessionSummary } from '../../../server/sessions';
 
 /** A live chunk on the SSE stream: token deltas and command output, not durable. */
-export interface LiveChunk {
-  sessionId: string;
-  /** `<activityId>#<attempt>` */
-  stream: string;
-  kind: 'text' | 'stdout' | 'stderr';
-  text: string;
-}
+export type { LiveChunk } from '../../../server/live-bus';
 
 /**
  * Every transcript entry, as the workflow records it (agent entries included: agent-message,
