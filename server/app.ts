@@ -124,6 +124,16 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     return payload;
   });
 
+  // One JSON line per API call with who did what to which session (pino, via Fastify's logger).
+  app.addHook('onResponse', async (request, reply) => {
+    if (!request.url.startsWith('/api/sessions')) return;
+    const session = (request.params as { id?: string } | undefined)?.id;
+    request.log.info(
+      { session, operator: (request as FastifyRequest & { operator?: string }).operator || undefined, method: request.method, route: request.routeOptions.url, status: reply.statusCode },
+      'api',
+    );
+  });
+
   app.setErrorHandler((error: Error & { validation?: unknown; statusCode?: number; code?: string }, request, reply) => {
     if (error instanceof AuthError) return reply.code(error.statusCode).send({ error: error.statusCode === 401 ? 'unauthenticated' : 'forbidden', message: error.message });
     if (error instanceof HttpError) return reply.code(error.statusCode).send({ error: error.code, message: error.message });

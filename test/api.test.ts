@@ -23,7 +23,7 @@ let env: SessionEnv;
 let queue: string;
 const apps: FastifyInstance[] = [];
 
-async function serve(auth: Record<string, unknown>, configEnv: Record<string, string> = {}, mutationRateLimit?: number): Promise<{ base: string; config: Config }> {
+async function serve(auth: Record<string, unknown>, configEnv: Record<string, string> = {}, mutationRateLimit?: number, logLines?: string[]): Promise<{ base: string; config: Config }> {
   const config = loadConfig({ env: configEnv, file: { ...endpoints, auth } });
   const sessions = new Sessions(env.client, { taskQueue: queue, target: { devvm: 'devvm', vmid: 102 }, policy: DEFAULT_POLICY, namespace: 'default' });
   const app = await buildApp({
@@ -36,6 +36,7 @@ async function serve(auth: Record<string, unknown>, configEnv: Record<string, st
     agent: { mode: 'off', reason: 'test' },
     heartbeatMs: 500,
     ...(mutationRateLimit ? { mutationRateLimit } : {}),
+    ...(logLines ? { logger: { level: 'info', stream: { write: (line: string) => logLines.push(line) } } } : {}),
   });
   apps.push(app);
   const base = await app.listen({ host: '127.0.0.1', port: 0 });
@@ -248,6 +249,17 @@ describe('cookie sessions and CSRF', () => {
     await fetch(`${base}/api/sessions/${id}/end`, json(ALICE, {}));
     expect((await fetch(`${base}/api/me`, { headers: { cookie: jar } })).status).toBe(200);
     expect((await fetch(`${base}/api/me`, { headers: { cookie: 'breakglass_session=forged.signature' } })).status).toBe(401);
+  });
+});
+
+describe('logs', () => {
+  it('when an operator acts on a session, then a JSON log line names the session and the operator, and no token', async () => {
+    const lines: string[] = [];
+    const { base } = await serve({ mode: 'token', tokens: [{ operator: 'alice', sha256: sha(ALICE) }] }, {}, undefined, lines);
+    await fetch(`${base}/api/sessions/bg-20261124-0000-abcd/pause`, json(ALICE, {}));
+    const api = lines.map((line) => JSON.parse(line) as Record<string, unknown>).find((line) => line.msg === 'api');
+    expect(api).toMatchObject({ session: 'bg-20261124-0000-abcd', operator: 'alice', method: 'POST', route: '/api/sessions/:id/pause' });
+    expect(lines.join('\n')).not.toContain(ALICE);
   });
 });
 
