@@ -51,28 +51,18 @@ LOG_DIR=/var/log/breakglass
 SSHD_DROPIN=/etc/ssh/sshd_config.d/breakglass.conf
 SUDOERS=/etc/sudoers.d/breakglass
 LOGROTATE=/etc/logrotate.d/breakglass
-# ssh2 (the client) cannot use security-key (sk-*) types: a key it cannot use is refused here.
-KEY_TYPES='ssh-ed25519|ecdsa-sha2-nistp256|ecdsa-sha2-nistp384|ecdsa-sha2-nistp521|ssh-rsa'
-
-say() { printf '%s: %s\n' "$ME" "$*"; }
-warn() { printf '%s: WARNING: %s\n' "$ME" "$*" >&2; }
-die() { printf '%s: ERROR: %s\n' "$ME" "$*" >&2; exit 1; }
-# refuse OPTION REASON: bad input, named by its option; nothing has been written yet.
-refuse() {
-  printf '%s: %s: %s\n' "$ME" "$1" "$2" >&2
-  printf '%s: nothing was written (run with --help for usage)\n' "$ME" >&2
-  exit 64
-}
-# A value as it may be shown in a message: printable, bounded.
-shown() { printf '%s' "$1" | tr -c '[:print:]' '?' | cut -c1-80; }
-usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; }
+# The shared helpers (messages, option and input checks, staged atomic writes, the --root
+# account files): host/lib/install-common.sh, next to this script's directory.
+HERE=$(cd "$(dirname "$0")" && pwd -P)
+if [ ! -f "$HERE/../lib/install-common.sh" ]; then
+  printf '%s: ERROR: %s\n' "$ME" "$HERE/../lib/install-common.sh is missing (copy host/lib next to this script's directory)" >&2
+  exit 1
+fi
+# shellcheck source-path=SCRIPTDIR source=../lib/install-common.sh
+. "$HERE/../lib/install-common.sh"
 
 # ------------------------------------------------------------------------------- options
 ROOT_OPT=/ KEY_FILE='' FROM='' FROM_SET=0 VMID=102
-need_value() { # OPTION REMAINING_ARG_COUNT NEXT_ARG
-  [ "$2" -ge 2 ] || refuse "$1" 'needs a value'
-  case $3 in -*) refuse "$1" "needs a value (got option '$(shown "$3")')" ;; esac
-}
 while [ $# -gt 0 ]; do
   case $1 in
     --root) need_value "$1" $# "${2-}"; ROOT_OPT=$2; shift 2 ;;
@@ -89,13 +79,6 @@ while [ $# -gt 0 ]; do
 done
 
 # ---------------------------------------------------------------- input checks (no writes)
-check_root() {
-  [ -n "$ROOT_OPT" ] || refuse --root 'must not be empty'
-  [ -d "$ROOT_OPT" ] || refuse --root "$(shown "$ROOT_OPT"): no such directory"
-  R=$(cd "$ROOT_OPT" && pwd -P)
-  [ "$R" != / ] || R=''
-}
-
 check_vmid() {
   case $VMID in
     '' | *[!0-9]* | 0*) refuse --vmid "must be a number, the devvm's Proxmox VM id (100-999999999); got '$(shown "$VMID")'" ;;
@@ -103,103 +86,10 @@ check_vmid() {
   { [ "${#VMID}" -le 9 ] && [ "$VMID" -ge 100 ]; } || refuse --vmid "Proxmox VM ids are 100-999999999; got $VMID"
 }
 
-# check_from: IPv4/IPv6 addresses or CIDR blocks only. sshd silently matches nothing for a
-# block with host bits set (10.0.0.5/24), so such a block is refused here rather than at 3 a.m.
-check_from() {
-  [ "$FROM_SET" = 1 ] || refuse --from "is required: the comma-separated addresses or CIDR blocks the breakglass client connects from"
-  [ -n "$FROM" ] || refuse --from 'must not be empty'
-  [ "${#FROM}" -le 1000 ] || refuse --from 'longer than 1000 characters'
-  case $FROM in
-    *[!0-9A-Fa-f.:/,]*) refuse --from "'$(shown "$FROM")' contains characters other than hex digits, '.', ':', '/' and ',' (addresses and CIDR blocks only: no host names, wildcards, spaces or negations)" ;;
-  esac
-  problem=$(printf '%s\n' "$FROM" | awk -F, '
-    function hexval(s,    i, v) { v = 0; for (i = 1; i <= length(s); i++) v = v * 16 + index("0123456789abcdef", tolower(substr(s, i, 1))) - 1; return v }
-    # host_bits_zero(values, count, width, prefix): every bit after the prefix is zero.
-    function host_bits_zero(val, n, w, p,    i, keep) {
-      for (i = 1; i <= n; i++) {
-        keep = p - w * (i - 1); if (keep < 0) keep = 0; if (keep > w) keep = w
-        if (val[i] % 2 ^ (w - keep) != 0) return 0
-      }
-      return 1
-    }
-    function v4(a, p,    o, n, i, val) {
-      n = split(a, o, ".")
-      if (n != 4) return "not an IPv4 address"
-      for (i = 1; i <= 4; i++) {
-        if (o[i] !~ /^[0-9]+$/ || length(o[i]) > 3 || (length(o[i]) > 1 && o[i] ~ /^0/) || o[i] + 0 > 255) return "not an IPv4 address"
-        val[i] = o[i] + 0
-      }
-      if (p == "") p = 32
-      if (p + 0 > 32) return "an IPv4 prefix is at most /32"
-      if (!host_bits_zero(val, 4, 8, p + 0)) return "host bits set after the /" p " prefix (sshd would match nothing); use the network address"
-      return ""
-    }
-    function v6(a, p,    halves, head, tail, g, n, i, k, val, total) {
-      if (a ~ /\./) return "IPv6 with embedded IPv4 is not accepted; write it in hex"
-      k = split(a, halves, "::")
-      if (k > 2) return "not an IPv6 address (more than one ::)"
-      n = 0
-      if (halves[1] != "") { total = split(halves[1], head, ":"); for (i = 1; i <= total; i++) g[++n] = head[i] }
-      if (k == 2) {
-        total = 0; if (halves[2] != "") total = split(halves[2], tail, ":")
-        if (n + total > 7) return "not an IPv6 address (too many groups)"
-        while (n < 8 - total) g[++n] = "0"
-        for (i = 1; i <= total; i++) g[++n] = tail[i]
-      }
-      if (n != 8) return "not an IPv6 address (expected 8 groups)"
-      for (i = 1; i <= 8; i++) {
-        if (g[i] !~ /^[0-9A-Fa-f]+$/ || length(g[i]) > 4) return "not an IPv6 address"
-        val[i] = hexval(g[i])
-      }
-      if (p == "") p = 128
-      if (p + 0 > 128) return "an IPv6 prefix is at most /128"
-      if (!host_bits_zero(val, 8, 16, p + 0)) return "host bits set after the /" p " prefix (sshd would match nothing); use the network address"
-      return ""
-    }
-    {
-      for (e = 1; e <= NF; e++) {
-        entry = $e
-        if (entry == "") { print "empty entry in the list"; exit }
-        slash = split(entry, part, "/")
-        if (slash > 2) { print "\047" entry "\047: more than one /"; exit }
-        addr = part[1]; prefix = (slash == 2 ? part[2] : "")
-        if (slash == 2 && (prefix !~ /^[0-9]+$/ || (length(prefix) > 1 && prefix ~ /^0/))) { print "\047" entry "\047: the prefix length must be a number"; exit }
-        if (slash == 2 && prefix + 0 == 0) { print "\047" entry "\047: a /0 block admits every source address; name the cluster egress addresses"; exit }
-        why = (addr ~ /:/ ? v6(addr, prefix) : v4(addr, prefix))
-        if (why != "") { print "\047" entry "\047: " why; exit }
-      }
-    }')
-  [ -z "$problem" ] || refuse --from "$problem"
-}
-
-# check_public_key: exactly one plain OpenSSH public key line. Sets KEY and KEY_FINGERPRINT.
-# The file's content is never echoed: if it is a private key by mistake, it stays unprinted.
-check_public_key() {
-  f=$KEY_FILE
-  [ -n "$f" ] || refuse --public-key "is required: the breakglass client's public key file (the .pub of 'ssh-keygen -t ed25519')"
-  [ -f "$f" ] || refuse --public-key "$(shown "$f"): no such file"
-  [ -r "$f" ] || refuse --public-key "$(shown "$f"): not readable"
-  [ "$(wc -c <"$f")" -le 16384 ] || refuse --public-key "$(shown "$f"): too large for one public key line"
-  if grep -q 'PRIVATE KEY' "$f"; then
-    refuse --public-key "$(shown "$f") is a private key: pass its public half (the .pub file); a private key never goes to a host"
-  fi
-  n=$(grep -c '[^[:space:]]' "$f" || true)
-  [ "$n" = 1 ] || refuse --public-key "$(shown "$f") must hold exactly one ssh public key line (found $n non-empty lines)"
-  KEY=$(grep '[^[:space:]]' "$f" | tr -d '\r' | sed 's/[[:space:]][[:space:]]*/ /g; s/^ //; s/ $//')
-  printf '%s\n' "$KEY" | grep -Eq "^($KEY_TYPES) [A-Za-z0-9+/]+={0,2}( [ -~]+)?\$" ||
-    refuse --public-key "$(shown "$f") is not a plain public key line: expected 'ssh-ed25519 AAAA… comment' (or ecdsa-sha2-nistp*/ssh-rsa) without options; the installer adds the options"
-  KEY_FINGERPRINT='(ssh-keygen not found; fingerprint not checked)'
-  if command -v ssh-keygen >/dev/null 2>&1; then
-    KEY_FINGERPRINT=$(printf '%s\n' "$KEY" | ssh-keygen -l -f - 2>/dev/null) ||
-      refuse --public-key "$(shown "$f"): ssh-keygen cannot read it as a public key (damaged base64?)"
-  fi
-}
-
-check_root
+check_root "$ROOT_OPT"
 check_vmid
-check_from
-check_public_key
-HERE=$(cd "$(dirname "$0")" && pwd -P)
+check_from "$FROM_SET"
+check_public_key "$KEY_FILE"
 if [ ! -f "$HERE/pve-dispatch" ] || [ ! -f "$HERE/pve.conf.example" ]; then
   die "pve-dispatch and pve.conf.example must sit next to this script (copy the whole host/pve directory)"
 fi
@@ -207,8 +97,7 @@ if ! grep -q '^vmid=' "$HERE/pve.conf.example" || ! grep -q '^escalate=' "$HERE/
   die "$HERE/pve.conf.example lacks its active vmid= and escalate= lines"
 fi
 
-AS_ROOT=0
-[ "$(id -u)" = 0 ] && AS_ROOT=1
+check_as_root
 if [ -z "$R" ]; then
   [ "$AS_ROOT" = 1 ] || die 'must run as root on the PVE host (or pass --root DIR for a scratch install)'
   # The dispatcher's own needs; qm missing means this is not the PVE node of the devvm.
@@ -227,49 +116,7 @@ if [ -z "$R" ]; then
 fi
 
 # ------------------------------------------------------------------------- writing helpers
-STAGE=$(mktemp -d "${TMPDIR:-/tmp}/breakglass-install.XXXXXX")
-TMP=''
-# shellcheck disable=SC2317 # runs from the EXIT trap
-cleanup() {
-  if [ -n "$TMP" ]; then rm -f "$TMP"; fi
-  rm -rf "$STAGE"
-}
-trap cleanup EXIT
-trap 'exit 1' HUP INT TERM
-
-# set_attrs PATH MODE UID:GID — owners only when running as root (a scratch install by a
-# normal user keeps the user's ownership; on a real host everything is root's).
-set_attrs() {
-  chmod "$2" "$1"
-  if [ "$AS_ROOT" = 1 ]; then chown "$3" "$1"; fi
-}
-
-ensure_dir() { # PATH MODE UID:GID
-  d=$R$1
-  if [ -e "$d" ] && [ ! -d "$d" ]; then die "$1 exists and is not a directory"; fi
-  if [ ! -d "$d" ]; then mkdir -p "$d"; say "created $1"; fi
-  set_attrs "$d" "$2" "$3"
-}
-
-# put PATH MODE UID:GID SOURCE — install SOURCE as PATH atomically (same-directory temp file,
-# then rename). Sets CHANGED to 1 when the content changed.
-put() {
-  dest=$R$1
-  TMP=$(mktemp "$dest.new.XXXXXX")
-  cat "$4" >"$TMP"
-  set_attrs "$TMP" "$2" "$3"
-  if [ -f "$dest" ] && cmp -s "$TMP" "$dest"; then
-    rm -f "$TMP"
-    set_attrs "$dest" "$2" "$3"
-    CHANGED=0
-    say "unchanged $1 ($2)"
-  else
-    mv -f "$TMP" "$dest"
-    CHANGED=1
-    say "installed $1 ($2)"
-  fi
-  TMP=''
-}
+stage_begin
 
 # ------------------------------------------------------------------- staged content, checked
 AUTH_LINE="command=\"$DISPATCHER $CONF\",restrict,from=\"$FROM\" $KEY"
@@ -279,9 +126,7 @@ AUTH_LINE="command=\"$DISPATCHER $CONF\",restrict,from=\"$FROM\" $KEY"
   echo '# status | forensics | reset | stop | start | cycle, for the VM id in /etc/breakglass/pve.conf.'
   printf '%s\n' "$AUTH_LINE"
 } >"$STAGE/authorized_keys"
-if command -v ssh-keygen >/dev/null 2>&1; then
-  ssh-keygen -l -f "$STAGE/authorized_keys" >/dev/null 2>&1 || die 'ssh-keygen cannot parse the composed authorized_keys line'
-fi
+check_staged_keys
 
 cat >"$STAGE/sshd.conf" <<EOF
 # Managed by host/pve/install.sh (breakglass). The key line in $AUTH_KEYS carries
@@ -328,44 +173,18 @@ $LOG_DIR/dispatch.log {
 EOF
 
 # ------------------------------------------------------------------------------ the account
-# scratch_account: the --root stand-in for useradd/usermod. Adds or updates the account in
-# DIR/etc/group, DIR/etc/passwd and DIR/etc/shadow (each created when absent), keeping ids.
-scratch_db() { # FILE DEFAULT_MODE: put the staged FILE, keeping an existing file's mode/owner
-  f=$R/etc/$1
-  if [ -f "$f" ]; then put "/etc/$1" "$(stat -c %a "$f")" "$(stat -c %u:%g "$f")" "$STAGE/$1"; else put "/etc/$1" "$2" 0:0 "$STAGE/$1"; fi
-}
-db_path() { if [ -f "$R/etc/$1" ]; then echo "$R/etc/$1"; else echo "$STAGE/$1.empty"; fi; }
-free_id() { # FILE LOW HIGH [PREFERRED]: a numeric id unused in FILE's third field, highest first
-  awk -F: -v lo="$2" -v hi="$3" -v pref="${4-}" '{ used[$3] = 1 }
-    END { if (pref != "" && !(pref in used)) { print pref; exit }
-          for (i = hi; i >= lo; i--) if (!(i in used)) { print i; exit } }' "$1"
-}
+# scratch_account: the --root stand-in for useradd/usermod (host/lib/install-common.sh): a
+# system account, ids from 999 down.
 scratch_account() {
-  mkdir -p "$R/etc"
-  for db in group passwd shadow; do [ -f "$R/etc/$db" ] || : >"$STAGE/$db.empty"; done
-  gid=$(awk -F: -v u="$ACCOUNT" '$1 == u { print $3; exit }' "$(db_path group)")
-  if [ -z "$gid" ]; then
-    gid=$(free_id "$(db_path group)" 100 999)
-    { cat "$(db_path group)"; printf '%s:x:%s:\n' "$ACCOUNT" "$gid"; } >"$STAGE/group"
-  else
-    cat "$(db_path group)" >"$STAGE/group"
-  fi
-  if awk -F: -v u="$ACCOUNT" '$1 == u { found = 1 } END { exit !found }' "$(db_path passwd)"; then
-    awk -F: -v OFS=: -v u="$ACCOUNT" -v g="$gid" -v h="$HOME_DIR" -v s=/bin/sh \
+  scratch_group 999 100
+  if has_account "$(db_path passwd)"; then
+    awk -F: -v OFS=: -v u="$ACCOUNT" -v g="$ACCOUNT_GID" -v h="$HOME_DIR" -v s=/bin/sh \
       '$1 == u { $4 = g; $6 = h; $7 = s } { print }' "$(db_path passwd)" >"$STAGE/passwd"
   else
-    uid=$(free_id "$(db_path passwd)" 100 999 "$gid")
-    { cat "$(db_path passwd)"; printf '%s:x:%s:%s:%s:%s:/bin/sh\n' "$ACCOUNT" "$uid" "$gid" "$GECOS" "$HOME_DIR"; } >"$STAGE/passwd"
+    uid=$(free_id "$(db_path passwd)" 999 100 "$ACCOUNT_GID")
+    { cat "$(db_path passwd)"; printf '%s:x:%s:%s:%s:%s:/bin/sh\n' "$ACCOUNT" "$uid" "$ACCOUNT_GID" "$GECOS" "$HOME_DIR"; } >"$STAGE/passwd"
   fi
-  if awk -F: -v u="$ACCOUNT" '$1 == u { found = 1 } END { exit !found }' "$(db_path shadow)"; then
-    awk -F: -v OFS=: -v u="$ACCOUNT" '$1 == u { $2 = "*" } { print }' "$(db_path shadow)" >"$STAGE/shadow"
-  else
-    { cat "$(db_path shadow)"; printf '%s:*:%s:0:99999:7:::\n' "$ACCOUNT" "$(($(date +%s) / 86400))"; } >"$STAGE/shadow"
-  fi
-  scratch_db group 0644
-  scratch_db passwd 0644
-  scratch_db shadow 0640
-  say "--root: account $ACCOUNT written to $R/etc/{passwd,group,shadow} (useradd not called)"
+  scratch_finish
 }
 
 real_account() {
@@ -383,8 +202,7 @@ real_account() {
     useradd --system --user-group --no-create-home --home-dir "$HOME_DIR" --shell /bin/sh --comment "$GECOS" "$ACCOUNT"
     say "created system account $ACCOUNT (home $HOME_DIR, shell /bin/sh)"
   fi
-  # '*': no password can match, and unlike '!' sshd does not treat the account as locked.
-  [ "$(getent shadow "$ACCOUNT" | cut -d: -f2)" = '*' ] || usermod --password '*' "$ACCOUNT"
+  real_password
 }
 
 # -------------------------------------------------------------------------------- install
@@ -440,9 +258,7 @@ else
   effective=$(sshd -T -C "user=$ACCOUNT,host=localhost,addr=127.0.0.1" 2>/dev/null || true)
   printf '%s\n' "$effective" | grep -qx "authorizedkeysfile $AUTH_KEYS" ||
     NOT_EFFECTIVE="sshd does not read $AUTH_KEYS for $ACCOUNT: /etc/ssh/sshd_config needs 'Include /etc/ssh/sshd_config.d/*.conf' before any Match block"
-  if printf '%s\n' "$effective" | grep -Eq '^(allowusers|allowgroups|denyusers|denygroups) '; then
-    warn "sshd has AllowUsers/AllowGroups/DenyUsers/DenyGroups: make sure they admit $ACCOUNT"
-  fi
+  warn_sshd_allow "$effective"
   if [ "$dropin_changed" = 1 ]; then
     if systemctl reload ssh.service 2>/dev/null || systemctl reload sshd.service 2>/dev/null; then
       say 'reloaded sshd (existing sessions are kept)'
@@ -452,11 +268,4 @@ else
   fi
 fi
 
-say "done. client key: $KEY_FINGERPRINT, allowed from $FROM"
-hostkey=$R/etc/ssh/ssh_host_ed25519_key.pub
-if [ -f "$hostkey" ] && command -v ssh-keygen >/dev/null 2>&1; then
-  say "this host's key to pin in the client: $(ssh-keygen -l -f "$hostkey")"
-fi
-say "next: from the client, ssh -i <private key> $ACCOUNT@<this host> status"
-if [ -n "$NOT_EFFECTIVE" ]; then die "installed, but not in effect: $NOT_EFFECTIVE"; fi
-exit 0
+finish "ssh -i <private key> $ACCOUNT@<this host> status" "$NOT_EFFECTIVE"
