@@ -1,14 +1,16 @@
 /**
  * Durability of a breakglass session against real faults: the worker SIGKILLed at each step of
- * a cycle, the Temporal dev server restarted, the SSH connection to the PVE host dropped, and the
- * PVE host's sshd gone for good. Real Temporal dev server, real sshd, real dispatcher, simulated qm.
+ * a cycle and at the steps of a reset, a stop and a start, the Temporal dev server restarted, the
+ * SSH connection to the PVE host dropped, and the PVE host's sshd gone for good. Real Temporal dev
+ * server, real sshd, real dispatcher, simulated qm.
  */
+import { execFileSync } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { userInfo } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPveHost } from '../lab/pve-host.js';
-import { clearFaults, invocations, setFault } from '../lab/pve/sim-vm.mjs';
+import { clearFaults, invocations, readVm, setFault } from '../lab/pve/sim-vm.mjs';
 import { hostRequestId } from '../workflows/session.js';
 import { endSessionSignal, operatorMessageUpdate, requestVerbSignal, requestVerbUpdate } from '../workflows/messages.js';
 import {
@@ -249,6 +251,137 @@ describe('a worker SIGKILLed during a cycle', () => {
     expect(await handle.result()).toBe('recovered');
     await replacement.stop();
   }, 120_000);
+});
+
+type SingleVerb = 'reset' | 'stop' | 'start';
+
+interface VerbKillPoint extends Omit<KillPoint, 'arm'> {
+  verb: SingleVerb;
+  /** The VM's state when the session starts: a start needs a stopped VM, a reset or stop a running one. */
+  vmRunning: boolean;
+  arm(ctx: KillContext): { killed: Promise<LogMatch>; release?: () => void };
+}
+
+/** Kills the worker the moment the host starts `qm <verb>` for the session's mutation. */
+const duringQmStep = (verb: SingleVerb): Pick<VerbKillPoint, 'arm' | 'check'> => ({
+  arm: (ctx) => ({ killed: onHostLogLine(ctx.env.pve, new RegExp(`event=verb-step verb=${verb} request=${re(ctx.mutationId)} step="qm ${verb}"`), () => ctx.worker.killNow()).matched }),
+  check: (evidence, ctx) => {
+    expect(has(evidence.logAfterAction, new RegExp(`event=forensics-done verb=forensics request=${re(ctx.forensicsId)} `))).toBe(true);
+    expect(has(evidence.logAfterAction, new RegExp(`event=verb-step-done verb=${verb} request=${re(ctx.mutationId)} step="qm ${verb}"`))).toBe(false);
+    // slow_verbs: the qm call had not finished when the worker died.
+    const calls = evidence.callsAfterAction.slice(ctx.callsBefore);
+    expect(calls.filter((call) => call.argv[0] === verb && call.exit !== undefined)).toHaveLength(0);
+  },
+});
+
+const VERB_KILL_POINTS: VerbKillPoint[] = [
+  {
+    name: 'during forensics before a reset',
+    verb: 'reset',
+    vmRunning: true,
+    slow: false,
+    replayed: { forensics: true, mutation: false },
+    arm: (ctx) => ({ killed: onHostLogLine(ctx.env.pve, new RegExp(`event=forensics-start verb=forensics request=${re(ctx.forensicsId)}$`), () => ctx.worker.killNow()).matched }),
+    check: (evidence, ctx) => {
+      expect(has(evidence.logAfterAction, new RegExp(`event=forensics-done verb=forensics request=${re(ctx.forensicsId)} `))).toBe(false);
+      expect(has(evidence.logAfterAction, new RegExp(`request=${re(ctx.mutationId)}\\b`))).toBe(false);
+    },
+  },
+  { name: 'during qm reset', verb: 'reset', vmRunning: true, slow: true, replayed: { forensics: false, mutation: true }, ...duringQmStep('reset') },
+  { name: 'during qm stop (verb stop)', verb: 'stop', vmRunning: true, slow: true, replayed: { forensics: false, mutation: true }, ...duringQmStep('stop') },
+  { name: 'during qm start (verb start, VM stopped first)', verb: 'start', vmRunning: false, slow: true, replayed: { forensics: false, mutation: true }, ...duringQmStep('start') },
+];
+
+/** Brings the simulated VM to the wanted state through the host's own `qm` wrapper (no faults set). */
+function vmShouldBe(running: boolean) {
+  if (readVm(env.pve.vmDir).running === running) return;
+  execFileSync(join(dirname(env.pve.vmDir), 'qm'), [running ? 'start' : 'stop', '102'], { timeout: 20_000 });
+  expect(readVm(env.pve.vmDir).running).toBe(running);
+}
+
+describe('a worker SIGKILLed during a reset, a stop or a start', () => {
+  it.each(VERB_KILL_POINTS)('when the worker is killed $name and restarted, then the $verb completes once, forensics first', async (point) => {
+    clearFaults(env.pve.vmDir);
+    vmShouldBe(point.vmRunning);
+    if (point.slow) setFault(env.pve.vmDir, 'slow_verbs');
+    const pidBefore = readVm(env.pve.vmDir).pid;
+    const queue = uniqueQueue(`kill-${point.verb}`);
+    const worker = await workerFor(queue);
+    const handle = await env.startSession(queue, { timing: FAST_TIMING });
+    const key = point.verb.slice(0, 3);
+    const ctx: KillContext = {
+      env,
+      worker,
+      workflowId: handle.workflowId,
+      forensicsId: hostRequestId(handle.workflowId, key, '.f'),
+      mutationId: hostRequestId(handle.workflowId, key, '.m'),
+      callsBefore: invocationCount(env.pve),
+    };
+    const callsBefore = ctx.callsBefore;
+    const logBefore = hostLog(env.pve).length;
+    const armed = point.arm(ctx);
+    let replacement: WorkerProcess | undefined;
+    try {
+      await handle.executeUpdate(requestVerbUpdate, { args: [{ verb: point.verb, reason: `kill ${point.name}`, operator: 'alice', requestKey: key }] });
+      const evidence = await armed.killed;
+      await worker.exited;
+      expect(worker.child.signalCode).toBe('SIGKILL');
+      point.check(evidence, ctx);
+      replacement = await workerFor(queue);
+    } finally {
+      armed.release?.();
+    }
+    // A stop ends at its verb-result; a reset or start goes on to wait for the devvm.
+    const last = point.verb === 'stop' ? 'verb-result' : 'devvm-wait';
+    const entries = await waitForTranscript(handle, (all) => all.some((e) => e.type === last || e.type === 'outcome-unknown' || e.type === 'verb-failed' || e.type === 'skipped'), 90_000);
+
+    // Exactly one qm <verb> ran on the host for this session.
+    expect(mutatingVerbsRun(env.pve, callsBefore)).toEqual([point.verb]);
+    const log = hostLog(env.pve).slice(logBefore);
+    const at = (pattern: RegExp) => log.findIndex((line) => pattern.test(line));
+    const forensicsDone = at(new RegExp(`event=forensics-done verb=forensics request=${re(ctx.forensicsId)} `));
+    const step = at(new RegExp(`event=verb-step verb=${point.verb} request=${re(ctx.mutationId)} step="qm ${point.verb}"`));
+    expect(forensicsDone).toBeGreaterThan(-1);
+    expect(step).toBeGreaterThan(forensicsDone);
+    expect(log.filter((line) => line.includes(`event=run-start verb=forensics request=${ctx.forensicsId}`))).toHaveLength(1);
+    expect(log.filter((line) => line.includes(`event=run-start verb=${point.verb} request=${ctx.mutationId}`))).toHaveLength(1);
+    // Both captures (the workflow's .f and the host's own before the verb) read the VM before it.
+    const calls = startedCalls(env.pve, callsBefore);
+    const verbIndex = calls.findIndex((call) => call.argv[0] === point.verb);
+    expect(calls.slice(0, verbIndex).filter((call) => call.argv[0] === 'config' && call.argv.includes('--current'))).toHaveLength(2);
+
+    const types = entries.map((e) => e.type);
+    expect(entriesOf(entries, 'forensics')).toHaveLength(1);
+    expect(entriesOf(entries, 'verb-result')).toHaveLength(1);
+    expect(types.indexOf('forensics')).toBeLessThan(types.indexOf('verb-result'));
+    const result = entriesOf(entries, 'verb-result')[0]!.result;
+    expect(result).toMatchObject({ ok: true, verb: point.verb, requestId: ctx.mutationId, replayed: point.replayed.mutation });
+    if (point.replayed.forensics !== undefined) expect(entriesOf(entries, 'forensics')[0]!.result.replayed).toBe(point.replayed.forensics);
+    expect(entriesOf(entries, 'outcome-unknown')).toHaveLength(0);
+    const vm = readVm(env.pve.vmDir);
+    if (point.verb === 'reset') {
+      // A warm reset: the same QEMU process before, after, and now.
+      expect(result.pidUnchanged).toBe(true);
+      expect(result.oldPid).toBe(pidBefore);
+      expect(result.newPid).toBe(pidBefore);
+      expect(vm.pid).toBe(pidBefore);
+    } else if (point.verb === 'stop') {
+      expect(result.oldPid).toBe(pidBefore);
+      expect(result.after.status).toBe('stopped');
+      expect(result.newPid).toBeNull();
+      expect(vm.running).toBe(false);
+    } else {
+      expect(pidBefore).toBeNull();
+      expect(result.newPid).toEqual(expect.any(Number));
+      expect(result.after.status).toBe('running');
+      expect(vm.pid).toBe(result.newPid);
+    }
+
+    // 'recovered' needs a devvm seen reachable after the verb; a stop never waits for it.
+    await handle.signal(endSessionSignal, { operator: 'alice', reason: 'done' });
+    expect(await handle.result()).toBe(point.verb === 'stop' ? 'ended' : 'recovered');
+    await replacement.stop();
+  }, 90_000);
 });
 
 describe('the Temporal dev server restarted mid-session', () => {
