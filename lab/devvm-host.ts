@@ -1,4 +1,5 @@
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
+import { killPids, livePids } from './processes.js';
 import { appendFile, mkdir, readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { SshTarget } from '../activities/ssh/connection.js';
@@ -71,27 +72,7 @@ export function devvmForcedCommandLine(vmDir: string, scenario: DevvmScenario, p
 
 /** Pids of simulated-devvm commands serving vmDir (and the shells sshd ran them in). */
 function simDevvmProcesses(vmDir: string): number[] {
-  const pids: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
-    try {
-      const argv = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
-      if (argv.some((a) => a.includes(SIM_DEVVM_SCRIPT)) && argv.some((a) => a.includes(vmDir))) pids.push(Number(entry));
-    } catch {
-      // exited while we looked
-    }
-  }
-  return pids;
-}
-
-function killAll(pids: number[]): void {
-  for (const pid of pids) {
-    try {
-      process.kill(pid, 'SIGKILL');
-    } catch {
-      // already gone
-    }
-  }
+  return livePids((argv) => argv.some((a) => a.includes(SIM_DEVVM_SCRIPT)) && argv.some((a) => a.includes(vmDir)));
 }
 
 export async function startDevvmHost(options: DevvmHostOptions): Promise<DevvmHost> {
@@ -163,7 +144,7 @@ export async function startDevvmHost(options: DevvmHostOptions): Promise<DevvmHo
     if (want === 'stopped' && mode !== 'stopped') {
       await sshd.stop();
       // Whatever the guest was running died with it.
-      killAll(simDevvmProcesses(vmDir));
+      killPids(simDevvmProcesses(vmDir));
       mode = 'stopped';
     } else if (want === 'frozen' && mode === 'running') {
       sshd.freeze();
@@ -245,7 +226,7 @@ export async function startDevvmHost(options: DevvmHostOptions): Promise<DevvmHo
       if (mode === 'frozen') sshd.thaw();
       await sshd.stop();
       mode = 'stopped';
-      killAll(simDevvmProcesses(vmDir));
+      killPids(simDevvmProcesses(vmDir));
     },
   };
 }

@@ -1,8 +1,8 @@
-import { readdirSync, readFileSync } from 'node:fs';
 import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { initVm, stopVmProcesses, writeQmWrapper, type PendingChange } from './pve/sim-vm.mjs';
+import { killPids, pidsWithArg } from './processes.js';
 import { startSshd, type RunningSshd } from './sshd.js';
 import type { SshTarget } from '../activities/ssh/connection.js';
 
@@ -106,27 +106,9 @@ export async function startPveHost(options: PveHostOptions): Promise<PveHost> {
 
 /** SIGKILLs every process (but this one) whose command line names a path inside dir. */
 async function killProcessesUnder(dir: string): Promise<void> {
-  const find = () => {
-    const pids: number[] = [];
-    for (const entry of readdirSync('/proc')) {
-      if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
-      try {
-        if (readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0').some((arg) => arg.includes(`${dir}/`))) pids.push(Number(entry));
-      } catch {
-        // exited while we looked
-      }
-    }
-    return pids;
-  };
   // Twice: a runner killed mid-step may have forked a child a moment before.
   for (let round = 0; round < 2; round++) {
-    for (const pid of find()) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        // already gone
-      }
-    }
+    killPids(pidsWithArg(`${dir}/`));
     await new Promise((r) => setTimeout(r, 50));
   }
 }

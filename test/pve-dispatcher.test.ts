@@ -4,6 +4,7 @@
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { livePids } from '../lab/processes.js';
 import { chmod, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import fc from 'fast-check';
@@ -191,17 +192,7 @@ function qmProcessesHoldingLock(fx: PveFixture): { qmProcesses: number; holdingL
 }
 
 function processesNamingDir(dir: string): number[] {
-  return readdirSync('/proc')
-    .filter((entry) => /^\d+$/.test(entry))
-    .filter((entry) => {
-      try {
-        const argv = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
-        return argv.some((a) => a.endsWith('sim-qm.mjs')) && argv.includes(dir);
-      } catch {
-        return false;
-      }
-    })
-    .map(Number);
+  return livePids((argv) => argv.some((a) => a.endsWith('sim-qm.mjs')) && argv.includes(dir));
 }
 
 function readdirFds(pid: number): string[] {

@@ -3,7 +3,8 @@
  * `temporal` CLI and the legacy `tctl` (which cannot send Updates, hence the Signals). Cancel,
  * pause/resume, reset, list/describe, and a continue-as-new forced by a low server threshold.
  */
-import { readdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
+import { pidsWithArg } from '../lab/processes.js';
 import { WorkflowFailedError } from '@temporalio/client';
 import { CancelledFailure } from '@temporalio/common';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -135,7 +136,7 @@ describe('cancel from the CLI', () => {
     await handle.executeUpdate(requestCommandUpdate, { args: [{ command: `sleep 30; echo ${marker}`, operator: 'alice', timeoutSeconds: 40 }] });
     // The devvm stand-in runs on this machine: the remote `timeout` wrapper carries the marker,
     // and its parent is the sshd process serving the command's SSH connection.
-    const wrapper = await eventually(() => processesWith(marker).find((pid) => commandLine(pid).startsWith('timeout')), 15_000, 'the command runs on the devvm');
+    const wrapper = await eventually(() => pidsWithArg(marker).find((pid) => commandLine(pid).startsWith('timeout')), 15_000, 'the command runs on the devvm');
     const connection = parentPid(wrapper);
     expect(commandLine(connection)).toMatch(/^sshd/);
     try {
@@ -154,7 +155,7 @@ describe('cancel from the CLI', () => {
       // Closing the connection does not end the remote command: sshd only closes its pipes, and
       // it refuses SSH signal requests for root (no post-auth privsep) and forced-command
       // sessions. Its own remote time limit ends it; do not leave it behind for the next test.
-      for (const pid of processesWith(marker)) process.kill(pid, 'SIGKILL');
+      for (const pid of pidsWithArg(marker)) process.kill(pid, 'SIGKILL');
     }
   });
 });
@@ -331,21 +332,6 @@ function parentPid(pid: number): number {
   return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
 }
 
-/** Pids of live processes whose command line contains `text` (the devvm stand-in is local). */
-function processesWith(text: string): number[] {
-  const pids: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
-    try {
-      const cmdline = readFileSync(`/proc/${entry}/cmdline`, 'utf8');
-      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-      if (cmdline.includes(text) && stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z') pids.push(Number(entry));
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return pids;
-}
 
 describe('continue-as-new under a low server threshold', () => {
   const THRESHOLD = 60;

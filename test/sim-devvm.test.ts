@@ -5,7 +5,8 @@
 // pinned host key.
 import { execFile, type ExecFileException } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { pidsWithArg } from '../lab/processes.js';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
@@ -34,21 +35,6 @@ function run(file: string, args: string[], env: NodeJS.ProcessEnv = process.env,
   });
 }
 
-/** Live processes (zombies excluded) with an argument containing text. */
-function processesMentioning(text: string): number[] {
-  const pids: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-      if (stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z')) continue;
-      if (readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0').some((arg) => arg.includes(text))) pids.push(Number(entry));
-    } catch {
-      // exited while we looked
-    }
-  }
-  return pids;
-}
 
 interface Lab {
   dir: string;
@@ -251,7 +237,7 @@ describe('the io-stall scenario follows the VM', () => {
   it('leaves no process behind when stopped', async () => {
     await lab.stop();
     labs.splice(labs.indexOf(lab), 1);
-    expect(processesMentioning(lab.dir)).toEqual([]);
+    expect(pidsWithArg(lab.dir)).toEqual([]);
   });
 });
 

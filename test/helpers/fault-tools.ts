@@ -39,7 +39,7 @@ export interface WorkerProcess {
   output(): string;
 }
 
-/** Starts test/helpers/worker-process.ts (node + tsx, no npx: the pid is the worker's own). */
+/** Starts test/helpers/fault-worker-process.ts (node + tsx, no npx: the pid is the worker's own). */
 export async function spawnWorkerProcess(env: SessionEnv, taskQueue: string, bundlePath: string, readyTimeoutMs = 30_000): Promise<WorkerProcess> {
   const settingsPath = join(env.dir, `worker-${taskQueue}.json`);
   writeFileSync(settingsPath, JSON.stringify(env.workerSettings(taskQueue)));

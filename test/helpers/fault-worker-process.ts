@@ -3,7 +3,7 @@
  *   node --import tsx test/helpers/fault-worker-process.ts <settings.json> <workflow-bundle.js>
  * Prints "worker ready" once polling.
  *
- * Same workflows and activities as server/worker.ts (and test/helpers/worker-process.ts), with
+ * Same workflows and activities as server/worker.ts, with
  * one test-only difference: a 1 s sticky schedule-to-start timeout instead of the SDK's 10 s.
  * After a SIGKILL the server keeps offering the session's next workflow task to the dead
  * worker's sticky queue until that timeout; 10 s per kill would make the kill suite too slow.
