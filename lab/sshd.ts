@@ -162,7 +162,10 @@ export async function startSshd(options: SshdOptions): Promise<RunningSshd> {
         'MaxStartups 100:30:200',
         // As in Debian's stock sshd_config: a forced command must also capture sftp requests.
         ...(existsSync(SFTP_SERVER) ? [`Subsystem sftp ${SFTP_SERVER}`] : []),
-        `SetEnv ${SESSION_MARK_VAR}=${mark}`,
+        // HOME points at the scratch dir: bash (the test user's login shell) sources ~/.bashrc
+        // for every ssh command, and a developer's rc file (pyenv rehash, say) would otherwise
+        // write its own noise into the stand-ins' stderr.
+        `SetEnv ${SESSION_MARK_VAR}=${mark} HOME=${dir}`,
         '',
       ].join('\n'),
     );
