@@ -1,8 +1,9 @@
 /**
  * `npm start`: the whole product on this machine, no real hosts needed. Starts the Temporal dev
- * server (persistent database under .data/lab, Web UI), a simulated PVE host (real sshd + the
- * real dispatcher over the simulated qm) and a simulated devvm (real sshd, simulated shell),
- * then the worker and the console, and prints where to go. Ctrl-C stops everything it started.
+ * server (persistent database under .data/lab, Web UI), a PVE host (real sshd + the real
+ * dispatcher over the lab's `qm` stand-in) whose VM 102 is a real QEMU running the real Debian
+ * guest as the devvm, brings the devvm into the scenario, then starts the worker and the console
+ * and prints where to go. Ctrl-C stops everything it started.
  *
  * Honoured: PORT, TEMPORAL_ADDRESS (use that server instead of starting one), BREAKGLASS_CONFIG
  * (a config file layered over the lab's), BREAKGLASS_LAB_TOKEN, ANTHROPIC_API_KEY (the real
@@ -17,22 +18,19 @@ import { userInfo } from 'node:os';
 import { DefaultLogger, Runtime } from '@temporalio/worker';
 import { ConfigError, loadConfig } from '../server/config.js';
 import { startBreakglass } from '../server/start.js';
-import { startDevvmHost } from './devvm-host.js';
 import { generateKeyPair } from './keys.js';
 import { guestOomScenario, ioStallScenario } from './messages-api/scenarios.js';
 import { startMessagesApi } from './messages-api/server.js';
-import { setFault } from './pve/sim-vm.mjs';
-import { REPO_ROOT, startPveHost } from './pve-host.js';
+import { DEVVM_SCENARIOS, startScenarioHost, type DevvmScenario } from './scenarios.js';
+import { REPO_ROOT } from './pve-host.js';
 import { startTemporalDev, type TemporalDev } from './temporal-dev.js';
-
-type Scenario = 'io-stall' | 'oom' | 'healthy';
 
 async function main() {
   // The console prints what matters; the SDK's per-state INFO lines would drown it.
   Runtime.install({ logger: new DefaultLogger('WARN') });
   const dataDir = resolve(process.env.BREAKGLASS_DATA_DIR ?? join(REPO_ROOT, '.data/lab'));
-  const scenario = (process.env.BREAKGLASS_LAB_SCENARIO ?? 'io-stall') as Scenario;
-  if (!['io-stall', 'oom', 'healthy'].includes(scenario)) throw new ConfigError('BREAKGLASS_LAB_SCENARIO', 'one of io-stall, oom, healthy');
+  const scenario = (process.env.BREAKGLASS_LAB_SCENARIO ?? 'io-stall') as DevvmScenario;
+  if (!DEVVM_SCENARIOS.includes(scenario)) throw new ConfigError('BREAKGLASS_LAB_SCENARIO', `one of ${DEVVM_SCENARIOS.join(', ')}`);
   await mkdir(dataDir, { recursive: true });
   const stops: (() => Promise<void>)[] = [];
   const stopAll = async () => {
@@ -59,22 +57,20 @@ async function main() {
       ? { privateKeyPath: keyPath, publicKey: (await readFile(`${keyPath}.pub`, 'utf8')).trim() }
       : await generateKeyPair(keyDir, 'breakglass');
 
-    console.log('lab: starting the simulated PVE host and devvm…');
-    const pve = await startPveHost({ dir: join(dataDir, 'pve'), clientPublicKey: key.publicKey, vm: { running: true, pending: scenario === 'io-stall' ? incidentPending() : [] } });
+    console.log('lab: starting the PVE host and booting the devvm (real QEMU, Debian guest)…');
+    const { pve, devvm, bootMs } = await startScenarioHost(scenario, { dir: join(dataDir, 'pve'), clientPublicKey: key.publicKey });
     stops.push(() => pve.stop());
-    if (scenario === 'io-stall') setFault(pve.vmDir, 'io_stall', true);
-    const devvm = await startDevvmHost({ dir: join(dataDir, 'devvm'), vmDir: pve.vmDir, clientPublicKey: key.publicKey, scenario });
-    stops.push(() => devvm.stop());
+    console.log(`lab: devvm sshd answered after ${(bootMs / 1000).toFixed(1)} s; ${scenario} scenario set up`);
 
     const knownHosts = join(dataDir, 'known_hosts');
-    await writeFile(knownHosts, `${pve.sshd.knownHostsLine}\n${devvm.sshd.knownHostsLine}\n`);
+    await writeFile(knownHosts, `${pve.sshd.knownHostsLine}\n${devvm.knownHostsLine}\n`);
     const user = userInfo().username;
     const config = loadConfig({
       base: {
         dataDir,
         listen: { host: '127.0.0.1', port: 8080 },
         temporal: { address: temporalAddress, ...(uiUrl ? { uiUrl } : {}) },
-        devvm: { host: '127.0.0.1', port: devvm.sshd.port, user, keyFile: keyPath, knownHostsFile: knownHosts },
+        devvm: { host: '127.0.0.1', port: devvm.port, user: devvm.user, keyFile: devvm.clientKeyPath, knownHostsFile: knownHosts },
         pve: { host: '127.0.0.1', port: pve.sshd.port, user, keyFile: keyPath, knownHostsFile: knownHosts },
       },
     });
@@ -121,14 +117,6 @@ async function main() {
   };
   process.on('SIGINT', () => void shutdown());
   process.on('SIGTERM', () => void shutdown());
-}
-
-/** The fix staged in the 2026-06-11 incident, waiting for a cold stop/start. */
-function incidentPending() {
-  return [
-    { key: 'scsihw', value: 'virtio-scsi-single' },
-    { key: 'scsi0', value: 'local-lvm:vm-102-disk-0,size=200G,iothread=1,aio=threads' },
-  ];
 }
 
 main().catch((error) => {

@@ -1,9 +1,11 @@
 import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { initVm, stopVmProcesses, writeQmWrapper, type PendingChange } from './pve/sim-vm.mjs';
+import { initVm, killVm, writeQmWrapper } from './pve/lab-vm.mjs';
+import { paths } from './pve/pve-node.mjs';
+import { devvmOf, loadGuestImage, type Devvm } from './devvm.js';
 import { killPids, pidsWithArg } from './processes.js';
-import { startSshd, type RunningSshd } from './sshd.js';
+import { freePort, startSshd, type RunningSshd } from './sshd.js';
 import type { SshTarget } from '../activities/ssh/connection.js';
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -20,14 +22,26 @@ export interface PveHostOptions {
   clientPublicKey: string;
   /** Extra authorized_keys lines (e.g. a key without forced command, to prove it is refused). */
   extraAuthorizedKeys?: string[];
-  vm?: { running?: boolean; pending?: PendingChange[] };
+  vm?: {
+    running?: boolean;
+    /** Pending config (key → value), e.g. incidentFixPending(). */
+    pending?: Record<string, string>;
+    /**
+     * Boot the real Debian guest (the devvm) in the VM. Without it QEMU runs with a blank disk
+     * and no kernel: real QMP, real block devices, milliseconds to start — for tests that only
+     * need the hypervisor side.
+     */
+    guest?: boolean;
+  };
   config?: DispatcherConfig;
 }
 
 export interface PveHost {
   sshd: RunningSshd;
-  /** The simulated VM's state dir (sim-vm.mjs). */
-  vmDir: string;
+  /** The lab PVE node's root: Proxmox's paths under it (lab/pve/pve-node.mjs). */
+  nodeRoot: string;
+  /** The devvm in VM 102, when the VM boots the guest. */
+  devvm: Devvm | null;
   /** The dispatcher's own state: journal, forensics, lock. */
   stateDir: string;
   logFile: string;
@@ -41,23 +55,35 @@ export function forcedCommandLine(configFile: string, publicKey: string, from = 
   return `command="${dispatcher} ${configFile}",restrict,from="${from}" ${publicKey}`;
 }
 
-/** A PVE host stand-in: real sshd + the real dispatcher over the simulated qm. */
+/**
+ * A PVE host: real sshd + the real dispatcher over the lab's `qm` stand-in, which runs VM 102 as a
+ * real QEMU process (with the real Debian guest as the devvm when `vm.guest` is set).
+ */
 export async function startPveHost(options: PveHostOptions): Promise<PveHost> {
-  const { dir } = options;
-  const vmDir = join(dir, 'vm');
+  const dir = resolve(options.dir);
+  const nodeRoot = join(dir, 'node');
   const stateDir = join(dir, 'state');
   const logFile = join(dir, 'dispatch.log');
   const configFile = join(dir, 'pve.conf');
-  await mkdir(vmDir, { recursive: true });
+  await mkdir(nodeRoot, { recursive: true });
   await mkdir(stateDir, { recursive: true, mode: 0o700 });
-  await initVm(vmDir, { running: options.vm?.running ?? true, ...(options.vm?.pending ? { pending: options.vm.pending } : {}) });
-  const qm = writeQmWrapper(vmDir, join(dir, 'qm'));
+  const image = options.vm?.guest ? loadGuestImage() : null;
+  const sshPort = image ? await freePort() : null;
+  await initVm(nodeRoot, {
+    running: options.vm?.running ?? true,
+    guest: image,
+    sshPort,
+    ...(image ? { accel: image.accel } : {}),
+    ...(options.vm?.pending ? { pending: options.vm.pending } : {}),
+  });
+  const node = paths(nodeRoot);
+  const qm = writeQmWrapper(nodeRoot, join(dir, 'qm'));
   const config = {
     vmid: 102,
     qm,
     socat: '/usr/bin/socat',
-    qmp_socket: join(vmDir, 'qmp.sock'),
-    qm_lock_dir: join(dir, 'lock'),
+    qmp_socket: node.qmpSocket,
+    qm_lock_dir: node.lockDir,
     state_dir: stateDir,
     log_file: logFile,
     lock_wait: 10,
@@ -82,7 +108,8 @@ export async function startPveHost(options: PveHostOptions): Promise<PveHost> {
   });
   return {
     sshd,
-    vmDir,
+    nodeRoot,
+    devvm: image && sshPort ? devvmOf(image, sshPort, node.serialLog) : null,
     stateDir,
     logFile,
     configFile,
@@ -99,7 +126,7 @@ export async function startPveHost(options: PveHostOptions): Promise<PveHost> {
       await sshd.stop();
       // Detached runners (setsid), their hung qm calls and timeouts outlive sshd by design.
       await killProcessesUnder(resolve(dir));
-      await stopVmProcesses(vmDir);
+      await killVm(nodeRoot);
     },
   };
 }

@@ -3,7 +3,12 @@
 # git-ignored project tools dir .tools/bin (symlinks into a per-user, per-version cache, so a
 # fresh clone on a machine that built them once links them in well under a second).
 #
-#   sh scripts/provision.sh [all | TOOL ...]      TOOL: temporal tctl helm sshd socat shellcheck chromium
+#   sh scripts/provision.sh [all | TOOL ...]
+#     TOOL: temporal tctl helm sshd socat shellcheck chromium qemu guest
+#
+# qemu is Debian's QEMU (system emulator, storage daemon, qemu-img); guest is the lab devvm's
+# image (lab/guest/build-image.sh), built from Debian packages and cached by the content hash of
+# its inputs, linked as .tools/guest.
 #
 # Go tools are built with `go install` from the Go module proxy (no prebuilt downloads are
 # reachable here); Debian packages with apt-get when missing. Exit status is non-zero, with
@@ -76,8 +81,82 @@ apt_tool() {
   link "$binary" "$name"
 }
 
+# apt_packages PACKAGE...: installs the packages that are not installed yet.
+apt_packages() {
+  missing=''
+  for package in "$@"; do
+    dpkg-query -W -f '${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $package"
+  done
+  [ -n "$missing" ] || return 0
+  command -v apt-get >/dev/null 2>&1 || die "Debian packages missing and apt-get unavailable:$missing"
+  [ "$(id -u)" = 0 ] || die "Debian packages missing; installing them needs root:$missing"
+  say "installing Debian packages:$missing"
+  if [ "$apt_updated" = 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null || die "apt-get update failed"
+    apt_updated=1
+  fi
+  # shellcheck disable=SC2086 # one word per package
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null \
+    || die "apt-get install failed for:$missing"
+}
+
+QEMU_PACKAGES='qemu-system-x86 qemu-utils'
+GUEST_BUILD_PACKAGES='linux-image-amd64 mmdebstrap e2fsprogs cpio busybox-static kmod xz-utils openssh-client'
+
+qemu_tools() {
+  apt_packages $QEMU_PACKAGES
+  for binary in qemu-system-x86_64 qemu-storage-daemon qemu-img; do
+    [ -x "/usr/bin/$binary" ] || die "QEMU: /usr/bin/$binary is missing after installing $QEMU_PACKAGES"
+    link "/usr/bin/$binary" "$binary"
+  done
+}
+
+# The guest image, cached by the hash of everything that goes into it: the build script, the
+# files it copies, the devvm installer and the kernel it boots.
+guest_image() {
+  apt_packages $GUEST_BUILD_PACKAGES
+  kernel=$(cd /lib/modules && ls -d [0-9]*-amd64 2>/dev/null | sort -V | tail -n 1)
+  hash=$(
+    cd "$root" && {
+      find lab/guest host/devvm host/lib -type f | LC_ALL=C sort | xargs sha256sum
+      printf 'kernel %s\n' "$kernel"
+    } | sha256sum | cut -c1-16
+  )
+  dir="$cache/guest-$hash"
+  if [ ! -f "$dir/image.env" ]; then
+    say "building the lab devvm's guest image from Debian packages (first time only, about a minute)"
+    rm -rf "$dir.partial"
+    sh "$root/lab/guest/build-image.sh" "$dir.partial" || die "could not build the guest image"
+    rm -rf "$dir"
+    mv "$dir.partial" "$dir"
+  fi
+  ln -sfn "$dir" "$root/.tools/guest"
+  accel_probe "$dir"
+}
+
+# KVM when it works, TCG otherwise. /dev/kvm can exist and still hang at boot (it does on some
+# sandboxes), so the probe boots the guest kernel to its expected panic (no root disk) under
+# a deadline; the answer is kept per machine and boot, in .tools/accel.
+accel_probe() {
+  probe="$cache/accel-$(cat /proc/sys/kernel/random/boot_id 2>/dev/null || echo unknown)"
+  if [ ! -f "$probe" ]; then
+    accel=tcg
+    if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
+      say "probing KVM (up to 15 s, once per boot)"
+      if (timeout -s KILL 15 qemu-system-x86_64 -accel kvm -m 128 -display none -nodefaults -serial stdio \
+        -no-reboot -kernel "$1/vmlinux" -append 'console=ttyS0 panic=-1' | grep -q 'Kernel panic') 2>/dev/null; then
+        accel=kvm
+      fi
+    fi
+    echo "$accel" >"$probe"
+  fi
+  cp "$probe" "$root/.tools/accel"
+}
+
 provision() {
   case $1 in
+    qemu) qemu_tools ;;
+    guest) qemu_tools; guest_image ;;
     temporal) go_tool temporal "$TEMPORAL_VERSION" github.com/temporalio/cli ./cmd/temporal ;;
     tctl) go_tool tctl "$TCTL_VERSION" github.com/temporalio/tctl ./cmd/tctl ;;
     helm) go_tool helm "$HELM_VERSION" helm.sh/helm/v3 ./cmd/helm ;;
@@ -85,14 +164,14 @@ provision() {
     socat) apt_tool socat socat /usr/bin/socat ;;
     shellcheck) apt_tool shellcheck shellcheck /usr/bin/shellcheck ;;
     chromium) apt_tool chromium chromium /usr/bin/chromium ;;
-    *) die "unknown tool '$1' (known: temporal tctl helm sshd socat shellcheck chromium)" ;;
+    *) die "unknown tool '$1' (known: temporal tctl helm sshd socat shellcheck chromium qemu guest)" ;;
   esac
 }
 
 [ $# -gt 0 ] || set -- all
 for tool in "$@"; do
   if [ "$tool" = all ]; then
-    for t in sshd socat shellcheck chromium temporal tctl helm; do provision "$t"; done
+    for t in sshd socat shellcheck chromium qemu guest temporal tctl helm; do provision "$t"; done
   else
     provision "$tool"
   fi

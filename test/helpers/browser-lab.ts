@@ -1,6 +1,6 @@
 /**
  * The lab for the browser tests: the whole product composed as `npm start -- --demo-agent` does
- * it (Temporal dev server, simulated PVE host and devvm over real sshd, the scripted Messages API
+ * it (Temporal dev server, the PVE host over real sshd with the real QEMU devvm, the scripted Messages API
  * stand-in, server + worker in this process, auth mode "lab" with a fixed token), plus Chromium
  * driven by playwright-core and a watcher that collects what a page complains about.
  */
@@ -10,10 +10,9 @@ import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { chromium, type Browser, type ConsoleMessage, type Page } from 'playwright-core';
-import { startDevvmHost, type DevvmScenario } from '../../lab/devvm-host.js';
 import { generateKeyPair } from '../../lab/keys.js';
 import { startMessagesApi, type Script } from '../../lab/messages-api/server.js';
-import { startPveHost } from '../../lab/pve-host.js';
+import { startScenarioHost, type DevvmScenario } from '../../lab/scenarios.js';
 import { startTemporalDev } from '../../lab/temporal-dev.js';
 import { loadConfig } from '../../server/config.js';
 import { startBreakglass } from '../../server/start.js';
@@ -49,12 +48,10 @@ export async function startBrowserLab(options: BrowserLabOptions): Promise<Brows
     stops.push(() => connection.close());
 
     const key = await generateKeyPair(dir, 'breakglass');
-    const pve = await startPveHost({ dir: join(dir, 'pve'), clientPublicKey: key.publicKey, vm: { running: true } });
+    const { pve, devvm } = await startScenarioHost(options.scenario, { dir: join(dir, 'pve'), clientPublicKey: key.publicKey });
     stops.push(() => pve.stop());
-    const devvm = await startDevvmHost({ dir: join(dir, 'devvm'), vmDir: pve.vmDir, clientPublicKey: key.publicKey, scenario: options.scenario, bootDelayMs: 1_000 });
-    stops.push(() => devvm.stop());
     const knownHosts = join(dir, 'known_hosts');
-    await writeFile(knownHosts, `${pve.sshd.knownHostsLine}\n${devvm.sshd.knownHostsLine}\n`);
+    await writeFile(knownHosts, `${pve.sshd.knownHostsLine}\n${devvm.knownHostsLine}\n`);
 
     const apiKey = `sk-browser-demo-${randomBytes(8).toString('hex')}`;
     const messages = await startMessagesApi({ apiKey, script: options.script, chunkDelayMs: options.chunkDelayMs });
@@ -72,7 +69,7 @@ export async function startBrowserLab(options: BrowserLabOptions): Promise<Brows
           taskQueue: `browser-${process.pid}-${Date.now()}`,
           ...(temporal.uiUrl ? { uiUrl: temporal.uiUrl } : {}),
         },
-        devvm: { host: '127.0.0.1', port: devvm.sshd.port, user, keyFile: key.privateKeyPath, knownHostsFile: knownHosts },
+        devvm: { host: '127.0.0.1', port: devvm.port, user: devvm.user, keyFile: devvm.clientKeyPath, knownHostsFile: knownHosts },
         pve: { host: '127.0.0.1', port: pve.sshd.port, user, keyFile: key.privateKeyPath, knownHostsFile: knownHosts },
         auth: { mode: 'lab' },
       },

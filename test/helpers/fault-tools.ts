@@ -7,7 +7,7 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync, readFileSync, readSync, statSync, watch, writeFileSync, type FSWatcher } from 'node:fs';
 import { join } from 'node:path';
 import type { Client } from '@temporalio/client';
-import { invocations, type Invocation } from '../../lab/pve/sim-vm.mjs';
+import { invocations, type Invocation } from '../../lab/pve/pve-node.mjs';
 import { REPO_ROOT, type PveHost } from '../../lab/pve-host.js';
 import { toolPath } from '../../lab/temporal-dev.js';
 import { transcriptQuery } from '../../workflows/messages.js';
@@ -129,7 +129,7 @@ export function onHostLogLine(host: PveHost, pattern: RegExp, action: (line: str
         if (!pattern.test(line)) continue;
         action(line);
         cleanup();
-        resolve({ line, logAfterAction: readFileSync(file, 'utf8').split('\n').filter(Boolean), callsAfterAction: invocations(host.vmDir) });
+        resolve({ line, logAfterAction: readFileSync(file, 'utf8').split('\n').filter(Boolean), callsAfterAction: invocations(host.nodeRoot) });
         return;
       }
     };
@@ -157,7 +157,7 @@ export function re(text: string): string {
 
 /** Started qm calls (one per invocation) from index `from` of the invocation log on. */
 export function startedCalls(host: PveHost, from = 0): Invocation[] {
-  return invocations(host.vmDir).slice(from).filter((call) => call.started);
+  return invocations(host.nodeRoot).slice(from).filter((call) => call.started);
 }
 
 export function mutatingVerbsRun(host: PveHost, from = 0): string[] {
@@ -167,7 +167,7 @@ export function mutatingVerbsRun(host: PveHost, from = 0): string[] {
 }
 
 export function invocationCount(host: PveHost): number {
-  return invocations(host.vmDir).length;
+  return invocations(host.nodeRoot).length;
 }
 
 /**

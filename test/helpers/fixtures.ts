@@ -1,6 +1,7 @@
 // Shared fixtures for the SSH suites: temp dirs, keys, a real sshd standing in for the devvm
 // (a real shell, no forced command) and a PVE host stand-in (real sshd + the real dispatcher
-// over the simulated qm), plus the small polling and process helpers the suites need.
+// over the lab's qm stand-in, VM 102 a real QEMU), plus the small polling and process helpers the
+// suites need.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -8,7 +9,8 @@ import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { generateKeyPair, type KeyPair } from '../../lab/keys.js';
 import { readHostLog, startPveHost, type PveHost, type PveHostOptions } from '../../lab/pve-host.js';
-import { initVm, invocations, setFault, type Invocation, type PendingChange } from '../../lab/pve/sim-vm.mjs';
+import { initVm, setFault } from '../../lab/pve/lab-vm.mjs';
+import { invocations, type Invocation } from '../../lab/pve/pve-node.mjs';
 import { startSshd, type RunningSshd } from '../../lab/sshd.js';
 import { runSshCommand, type CommandOutput, type SshTarget } from '../../activities/ssh/connection.js';
 
@@ -101,7 +103,7 @@ export interface PveFixture {
   call(command: string, deadlineMs?: number): Promise<CommandOutput>;
   /** The OpenSSH client, with the host key pinned the same way. */
   sshCli(command: string, extraArgs?: string[]): SshCli;
-  /** The simulated qm's record of every call. */
+  /** The qm stand-in's record of every call. */
   qmCalls(): Invocation[];
   /** qm calls of one verb that started (`stop`, `start`, …). */
   qmStarted(verb: string): Invocation[];
@@ -110,7 +112,7 @@ export interface PveFixture {
   /** Entries of the dispatcher's journal and forensics dirs (proof that nothing was recorded). */
   stateEntries(): string[];
   /** A fresh VM (new QEMU, empty invocation log) with the given pending config and faults. */
-  resetVm(options?: { running?: boolean; pending?: PendingChange[]; faults?: string[] }): Promise<void>;
+  resetVm(options?: { running?: boolean; pending?: Record<string, string>; faults?: string[] }): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -155,8 +157,8 @@ export async function startPveFixture(prefix: string, options: Omit<PveHostOptio
       );
       return { child, done };
     },
-    qmCalls: () => invocations(host.vmDir),
-    qmStarted: (verb) => invocations(host.vmDir).filter((call) => call.started && call.argv[0] === verb),
+    qmCalls: () => invocations(host.nodeRoot),
+    qmStarted: (verb) => invocations(host.nodeRoot).filter((call) => call.started && call.argv[0] === verb),
     log,
     waitForLog: (pattern, timeoutMs = 15_000) =>
       waitFor(`host log line ${pattern}`, async () => (await log()).find((line) => pattern.test(line)), timeoutMs),
@@ -168,9 +170,9 @@ export async function startPveFixture(prefix: string, options: Omit<PveHostOptio
           return [];
         }
       }),
-    async resetVm({ running = true, pending = [], faults = [] } = {}) {
-      await initVm(host.vmDir, { running, pending });
-      for (const fault of faults) setFault(host.vmDir, fault, true);
+    async resetVm({ running = true, pending = {}, faults = [] } = {}) {
+      await initVm(host.nodeRoot, { running, pending });
+      for (const fault of faults) await setFault(host.nodeRoot, fault, true);
     },
     stop: async () => {
       await host.stop();

@@ -1,7 +1,7 @@
 /**
- * A whole session environment on loopback: the real Temporal dev server, a PVE host stand-in
- * (real sshd + real dispatcher + simulated qm), a devvm stand-in (real sshd, real shell) and a
- * worker on a unique task queue.
+ * A whole session environment on loopback: the real Temporal dev server, a PVE host (real sshd +
+ * real dispatcher + the lab's qm over a real QEMU), a devvm (a real shell behind a real sshd, or
+ * the real guest booted in the VM) and a worker on a unique task queue.
  */
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -11,7 +11,7 @@ import { bundleWorkflowCode, DefaultLogger, NativeConnection, Runtime, Worker } 
 import { createActivities, type ActivityDeps } from '../../activities/index.js';
 import { generateKeyPair, type KeyPair } from '../../lab/keys.js';
 import { startPveHost, type DispatcherConfig, type PveHost } from '../../lab/pve-host.js';
-import { startDevvmHost, type DevvmScenario } from '../../lab/devvm-host.js';
+import { startScenarioHost, type DevvmScenario } from '../../lab/scenarios.js';
 import { startSshd } from '../../lab/sshd.js';
 import { startTemporalDev, type TemporalDev } from '../../lab/temporal-dev.js';
 import { bundlerOptions, WORKFLOWS_PATH } from '../../server/worker.js';
@@ -43,8 +43,8 @@ export interface SessionEnv {
   temporal: TemporalDev;
   client: Client;
   pve: PveHost;
-  /** The devvm stand-in: a real shell behind sshd, or the lab's simulated guest. */
-  devvm: { port: number; knownHostsLine: string; stop(): Promise<void> };
+  /** The devvm: a real shell behind sshd, or the real guest in the VM (`guest` option). */
+  devvm: { port: number; knownHostsLine: string; user: string; privateKeyPath: string; stop(): Promise<void> };
   clientKey: KeyPair;
   messagesApi: MessagesApi | null;
   activityDeps: ActivityDeps;
@@ -72,11 +72,6 @@ export interface WorkerProcessSettings {
 
 let sessionCounter = 0;
 
-async function simulatedDevvm(dir: string, vmDir: string, publicKey: string, scenario: DevvmScenario) {
-  const host = await startDevvmHost({ dir, vmDir, clientPublicKey: publicKey, scenario, bootDelayMs: 1_000 });
-  return { port: host.sshd.port, knownHostsLine: host.sshd.knownHostsLine, stop: () => host.stop() };
-}
-
 export interface SessionEnvOptions {
   dynamicConfig?: Record<string, string | number | boolean>;
   pveConfig?: DispatcherConfig;
@@ -84,8 +79,11 @@ export interface SessionEnvOptions {
   agentScript?: Script;
   /** The key the worker presents (default: the one the stand-in accepts). */
   agentApiKey?: string;
-  /** Use the lab's simulated devvm (reachability follows the simulated VM) instead of a real shell. */
-  simDevvm?: DevvmScenario;
+  /**
+   * Boot the real guest in VM 102 as the devvm, in this scenario (reachability then follows the
+   * real VM), instead of a real shell on this machine with a QEMU that has no guest.
+   */
+  guest?: DevvmScenario;
 }
 
 export async function startSessionEnv(options: SessionEnvOptions = {}): Promise<SessionEnv> {
@@ -94,16 +92,24 @@ export async function startSessionEnv(options: SessionEnvOptions = {}): Promise<
   const connection = await Connection.connect({ address: temporal.address });
   const client = new Client({ connection });
   const clientKey = await generateKeyPair(dir, 'breakglass');
-  const pve = await startPveHost({ dir: join(dir, 'pve'), clientPublicKey: clientKey.publicKey, ...(options.pveConfig ? { config: options.pveConfig } : {}) });
-  // The devvm stand-in: a real shell behind a real sshd, as the breakglass user has on a devvm.
-  const devvm = options.simDevvm
-    ? await simulatedDevvm(join(dir, 'devvm'), pve.vmDir, clientKey.publicKey, options.simDevvm)
-    : await startSshd({ dir: join(dir, 'devvm'), authorizedKeys: [`restrict ${clientKey.publicKey}`] });
-  const privateKey = await readFile(clientKey.privateKeyPath);
+  const pveOptions = { dir: join(dir, 'pve'), clientPublicKey: clientKey.publicKey, ...(options.pveConfig ? { config: options.pveConfig } : {}) };
   const user = userInfo().username;
+  let pve: PveHost;
+  let devvm: SessionEnv['devvm'];
+  if (options.guest) {
+    const started = await startScenarioHost(options.guest, pveOptions);
+    pve = started.pve;
+    devvm = { port: started.devvm.port, knownHostsLine: started.devvm.knownHostsLine, user: started.devvm.user, privateKeyPath: started.devvm.clientKeyPath, stop: async () => undefined };
+  } else {
+    pve = await startPveHost(pveOptions);
+    // A real shell behind a real sshd, as the breakglass user has on a devvm.
+    const sshd = await startSshd({ dir: join(dir, 'devvm'), authorizedKeys: [`restrict ${clientKey.publicKey}`] });
+    devvm = { port: sshd.port, knownHostsLine: sshd.knownHostsLine, user, privateKeyPath: clientKey.privateKeyPath, stop: () => sshd.stop() };
+  }
+  const privateKey = await readFile(clientKey.privateKeyPath);
   const activityDeps: ActivityDeps = {
     pve: pve.target(privateKey, user),
-    devvm: { host: '127.0.0.1', port: devvm.port, username: user, privateKey, pins: { knownHosts: devvm.knownHostsLine }, readyTimeoutMs: 5_000, keepaliveIntervalMs: 1_000 },
+    devvm: { host: '127.0.0.1', port: devvm.port, username: devvm.user, privateKey: await readFile(devvm.privateKeyPath), pins: { knownHosts: devvm.knownHostsLine }, readyTimeoutMs: 5_000, keepaliveIntervalMs: 1_000 },
     artifactsDir: join(dir, 'artifacts'),
     deadlines: { devvmProbeMs: 3_000 },
   };
@@ -132,7 +138,7 @@ export async function startSessionEnv(options: SessionEnvOptions = {}): Promise<
       namespace: 'default',
       taskQueue,
       pve: { host: '127.0.0.1', port: pve.sshd.port, username: user, privateKeyPath: clientKey.privateKeyPath, knownHosts: pve.sshd.knownHostsLine },
-      devvm: { host: '127.0.0.1', port: devvm.port, username: user, privateKeyPath: clientKey.privateKeyPath, knownHosts: devvm.knownHostsLine },
+      devvm: { host: '127.0.0.1', port: devvm.port, username: devvm.user, privateKeyPath: devvm.privateKeyPath, knownHosts: devvm.knownHostsLine },
       artifactsDir: join(dir, 'artifacts'),
     }),
     startWorker: async (taskQueue, activities = {}) => {

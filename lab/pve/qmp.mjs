@@ -1,0 +1,87 @@
+// @ts-check
+// A minimal client for QEMU's two JSON sockets, each call under its own deadline:
+//   QMP (the monitor): greeting, qmp_capabilities, then one command;
+//   QGA (the guest agent over virtio-serial): guest-sync-delimited, then one command.
+// Both sockets serve one client at a time, so every call connects, asks and closes.
+
+import net from 'node:net';
+
+export class SocketTimeout extends Error {}
+export class CommandError extends Error {}
+
+/**
+ * Sends `messages` one at a time after `greeting` lines arrive; resolves with the parsed reply
+ * to the last message.
+ * @param {string} socketPath
+ * @param {{ greeting: boolean, messages: object[], timeoutMs: number, sentinel?: boolean }} opts
+ */
+function converse(socketPath, { greeting, messages, timeoutMs, sentinel = false }) {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(socketPath);
+    let buffer = '';
+    let step = greeting ? -1 : 0;
+    const timer = setTimeout(() => finish(new SocketTimeout('got timeout')), timeoutMs);
+    /** @param {unknown} error @param {unknown} [value] */
+    function finish(error, value) {
+      clearTimeout(timer);
+      socket.destroy();
+      if (error) reject(error);
+      else resolve(value);
+    }
+    const send = () => socket.write(`${JSON.stringify(messages[step])}\n`);
+    socket.on('connect', () => {
+      if (step === 0) send();
+    });
+    socket.on('error', (error) => finish(error));
+    socket.on('close', () => finish(new CommandError('connection closed before the reply')));
+    socket.on('data', (chunk) => {
+      // guest-sync-delimited: the agent sends 0xFF before its reply so stale bytes can be skipped.
+      buffer += sentinel ? chunk.toString('latin1').replace(/\xff/g, '') : chunk.toString('utf8');
+      let newline;
+      while ((newline = buffer.indexOf('\n')) >= 0) {
+        const line = buffer.slice(0, newline).trim();
+        buffer = buffer.slice(newline + 1);
+        if (!line) continue;
+        let message;
+        try {
+          message = JSON.parse(line);
+        } catch {
+          continue;
+        }
+        if ('event' in message) continue;
+        if (step === -1) {
+          if ('QMP' in message) {
+            step = 0;
+            send();
+          }
+          continue;
+        }
+        if ('error' in message) return finish(new CommandError(message.error.desc ?? JSON.stringify(message.error)));
+        if (!('return' in message)) continue;
+        step++;
+        if (step === messages.length) return finish(null, message.return);
+        send();
+      }
+    });
+  });
+}
+
+/** One QMP command (after qmp_capabilities). */
+export function qmp(/** @type {string} */ socketPath, /** @type {string} */ execute, args = {}, timeoutMs = 3000) {
+  return converse(socketPath, {
+    greeting: true,
+    messages: [{ execute: 'qmp_capabilities' }, { execute, ...(Object.keys(args).length ? { arguments: args } : {}) }],
+    timeoutMs,
+  });
+}
+
+/** One guest agent command, after the agent proves it is in sync with us. */
+export function qga(/** @type {string} */ socketPath, /** @type {string} */ execute, args = {}, timeoutMs = 3000) {
+  const id = Math.floor(Math.random() * 2 ** 31);
+  return converse(socketPath, {
+    greeting: false,
+    sentinel: true,
+    messages: [{ execute: 'guest-sync-delimited', arguments: { id } }, { execute, ...(Object.keys(args).length ? { arguments: args } : {}) }],
+    timeoutMs,
+  });
+}
