@@ -51,7 +51,8 @@ export const FAULTS = Object.freeze([...REAL_FAULTS, ...PLAYED_FAULTS]);
 export function devvmConfig(/** @type {{ vmid?: number, guest?: { dir: string } | null }} */ { vmid = 102, guest = null } = {}) {
   /** @type {Record<string, string>} */
   const config = {
-    agent: '1',
+    // A VM without the guest has no agent to answer: configured off, so qm says so at once.
+    agent: guest ? '1' : '0',
     boot: 'order=scsi0;net0',
     cores: guest ? '2' : '1',
     cpu: 'host',
@@ -117,6 +118,13 @@ export function runQm(/** @type {string} */ root, /** @type {string[]} */ argv) 
     child.stderr.on('data', (chunk) => (stderr += chunk));
     child.on('close', (code) => (code === 0 ? resolve(stdout) : reject(new Error(`qm ${argv.join(' ')}: exit ${code}: ${stderr.trim()}`))));
   });
+}
+
+/** What the node says about VM 102 right now: QEMU's pid (null when stopped), config, faults. */
+export function readVm(/** @type {string} */ root, vmid = 102) {
+  const pid = runningPid(root, vmid);
+  const config = readConfig(root, vmid);
+  return { vmid, running: pid !== null, pid, config: config.current, pending: config.pending, deletes: config.deletes, faults: readLabState(root, vmid).faults };
 }
 
 /** Switches a fault on or off (see the list at the top). */
