@@ -84,6 +84,8 @@ export async function startPveHost(options: PveHostOptions): Promise<PveHost> {
     socat: '/usr/bin/socat',
     qmp_socket: node.qmpSocket,
     qm_lock_dir: node.lockDir,
+    // The lab logs VM 102's serial console to a file; forensics keeps its tail.
+    console_log: node.serialLog,
     state_dir: stateDir,
     log_file: logFile,
     lock_wait: 10,
@@ -96,7 +98,7 @@ export async function startPveHost(options: PveHostOptions): Promise<PveHost> {
     stop_timeout: 8,
     start_timeout: 20,
     result_wait: 60,
-    dmesg_lines: 20,
+    dmesg_lines: 40,
     ...options.config,
   };
   await writeFile(configFile, Object.entries(config).map(([key, value]) => `${key}=${value}`).join('\n') + '\n');

@@ -158,7 +158,8 @@ export async function setFault(/** @type {string} */ root, /** @type {string} */
       break;
     case 'lockfile_timeout':
       if (on) {
-        const holder = spawn('flock', [p.lockFile, 'sleep', '86400'], { stdio: 'ignore', detached: true });
+        // --no-fork: the holder is the very process that has the lock, so killing it frees it.
+        const holder = spawn('flock', ['--no-fork', p.lockFile, 'sleep', '86400'], { stdio: 'ignore', detached: true });
         holder.unref();
         updateLabState(root, (s) => ({ ...s, holders: [...s.holders, holder.pid ?? 0] }), vmid);
         // Hold it before returning: the caller's next qm call must find it taken.

@@ -127,7 +127,15 @@ function runDaemonizing(/** @type {string} */ program, /** @type {string[]} */ a
     const child = spawn(program, argv, { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
     let stderr = '';
     child.stderr?.on('data', (chunk) => (stderr += chunk.toString('utf8')));
-    child.on('error', (error) => reject(new Error(`${program}: ${error.message}`)));
+    child.on('error', (error) =>
+      reject(
+        new Error(
+          /** @type {NodeJS.ErrnoException} */ (error).code === 'ENOENT'
+            ? `${program} is not installed: run 'sh scripts/provision.sh qemu' (Debian's qemu-system-x86 and qemu-utils)`
+            : `${program}: ${error.message}`,
+        ),
+      ),
+    );
     child.on('close', (code) => (code === 0 ? resolve(undefined) : reject(new Error(stderr.trim() || `${program} exited with code ${code}`))));
   });
 }
