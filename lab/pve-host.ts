@@ -42,6 +42,8 @@ export interface PveHost {
   nodeRoot: string;
   /** The devvm in VM 102, when the VM boots the guest. */
   devvm: Devvm | null;
+  /** VM 102 created anew (same guest, same SSH port): a fresh disk, a fresh QEMU, no faults. */
+  recreateVm(options?: { running?: boolean; pending?: Record<string, string> }): Promise<void>;
   /** The dispatcher's own state: journal, forensics, lock. */
   stateDir: string;
   logFile: string;
@@ -69,13 +71,18 @@ export async function startPveHost(options: PveHostOptions): Promise<PveHost> {
   await mkdir(stateDir, { recursive: true, mode: 0o700 });
   const image = options.vm?.guest ? loadGuestImage() : null;
   const sshPort = image ? await freePort() : null;
-  await initVm(nodeRoot, {
-    running: options.vm?.running ?? true,
-    guest: image,
-    sshPort,
-    ...(image ? { accel: image.accel } : {}),
-    ...(options.vm?.pending ? { pending: options.vm.pending } : {}),
-  });
+  const recreateVm = (vm: { running?: boolean; pending?: Record<string, string> } = {}) =>
+    initVm(nodeRoot, {
+      running: vm.running ?? true,
+      guest: image,
+      sshPort,
+      // PVE 9 gives QMP quit 60 s; the lab 8 s, so a stop of a hung QEMU (quit, SIGTERM + 10 s,
+      // SIGKILL + 1 s) fits the dispatcher's stop limit here (stop_timeout 8 + 15).
+      qmpQuitTimeoutS: 8,
+      ...(image ? { accel: image.accel } : {}),
+      ...(vm.pending ? { pending: vm.pending } : {}),
+    });
+  await recreateVm(options.vm);
   const node = paths(nodeRoot);
   const qm = writeQmWrapper(nodeRoot, join(dir, 'qm'));
   const config = {
@@ -112,6 +119,7 @@ export async function startPveHost(options: PveHostOptions): Promise<PveHost> {
     sshd,
     nodeRoot,
     devvm: image && sshPort ? devvmOf(image, sshPort, node.serialLog) : null,
+    recreateVm,
     stateDir,
     logFile,
     configFile,

@@ -108,7 +108,8 @@ describe('qm over a real QEMU', () => {
     await initVm(root);
     expect(await qm('start', '102')).toMatchObject({ code: 255, stderr: 'VM 102 already running\n' });
     expect(await qm('status', '103')).toMatchObject({ code: 2, stderr: expect.stringContaining("Configuration file 'nodes/lab/qemu-server/103.conf' does not exist") });
-    expect(await qm('guest', 'cmd', '102', 'ping')).toMatchObject({ code: 255, stderr: 'No QEMU guest agent configured\n' });
+    // agent: 0 passes qm's "configured" check (it tests that the key exists); nothing answers.
+    expect(await qm('guest', 'cmd', '102', 'ping')).toMatchObject({ code: 255, stderr: 'QEMU guest agent is not running\n' });
     expect(await qm('frobnicate', '102')).toMatchObject({ code: 255, stderr: expect.stringContaining("unknown command 'qm frobnicate'") });
     await qm('stop', '102');
     expect(await qm('reset', '102')).toMatchObject({ code: 255, stderr: 'VM 102 not running\n' });
@@ -131,14 +132,17 @@ describe('qm over a real QEMU', () => {
 
 describe('faults', () => {
   test('io_stall freezes the real storage daemon, and a new daemon stalls too until it is switched off', async () => {
-    await initVm(root);
+    await initVm(root, { qmpQuitTimeoutS: 2 });
     const storage = readPid(paths(root).storagePidFile) as number;
     await setFault(root, 'io_stall', true);
     expect(procState(storage)).toBe('T');
     // QEMU's own monitor still answers: that is the 2026-06-11 signature.
     expect(await qmp(paths(root).qmpSocket, 'query-status')).toMatchObject({ status: 'running' });
     // The stalled disk cannot flush: quit and SIGTERM go unanswered, qm ends it with SIGKILL.
-    expect(await qm('stop', '102', '--timeout', '1')).toMatchObject({ code: 0, stdout: 'VM still running - terminating now with SIGKILL\n' });
+    expect(await qm('stop', '102')).toMatchObject({
+      code: 0,
+      stdout: 'VM quit/powerdown failed - terminating now with SIGTERM\nVM still running - terminating now with SIGKILL\n',
+    });
     await qm('start', '102');
     expect(procState(readPid(paths(root).storagePidFile) as number)).toBe('T');
     await setFault(root, 'io_stall', false);
@@ -184,7 +188,9 @@ describe('faults', () => {
     const stop = await timed(() => qm('stop', '102'));
     expect(stop.ms).toBeGreaterThanOrEqual(9_500);
     expect(stop.value).toMatchObject({ code: 255 });
-    expect(stop.value?.stderr).toBe("trying to acquire lock...\ncan't lock file '/var/lock/qemu-server/lock-102.conf' - got timeout\n");
+    // A task's output (the lock's message included) goes to stdout; its error alone to stderr.
+    expect(stop.value?.stdout).toBe('trying to acquire lock...\n');
+    expect(stop.value?.stderr).toBe("can't lock file '/var/lock/qemu-server/lock-102.conf' - got timeout\n");
     expect(readVm(root).running).toBe(true);
     await setFault(root, 'lockfile_timeout', false);
     expect(await qm('stop', '102')).toMatchObject({ code: 0 });
@@ -193,6 +199,23 @@ describe('faults', () => {
   test('an unknown fault is refused by name', async () => {
     await expect(setFault(root, 'gremlins', true)).rejects.toThrow("unknown fault 'gremlins'");
   });
+});
+
+describe('played faults', () => {
+  test('dstate: QEMU is frozen for real, qm stop ends "OK" and unlinks its files while QEMU lives on', async () => {
+    await initVm(root, { qmpQuitTimeoutS: 1 });
+    const pid = readVm(root).pid as number;
+    await setFault(root, 'dstate', true);
+    expect(procState(pid)).toBe('T');
+    const stop = await qm('stop', '102', '--timeout', '1');
+    // qemu-server does not check after SIGKILL: exit 0, files gone, status "stopped".
+    expect(stop).toMatchObject({ code: 0, stdout: expect.stringContaining('VM still running - terminating now with SIGKILL') });
+    expect((await qm('status', '102')).stdout).toBe('status: stopped\n');
+    expect(procState(pid)).toBe('T');
+    expect(readLabState(root).stoppedAlive).toContain(pid);
+    await killVm(root);
+    expect(procState(pid) ?? 'gone').toMatch(/gone|Z/);
+  }, 30_000);
 });
 
 test('when the node is torn down, no QEMU, storage daemon or lock holder is left behind', async () => {

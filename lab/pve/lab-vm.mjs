@@ -14,7 +14,8 @@
 //   locked            REAL    `lock: backup` in the VM config, as a running vzdump leaves it
 //   lockfile_timeout  REAL    another process holds lock-<vmid>.conf (flock), as a long
 //                             `qm shutdown` does: qm waits 10 s and gives up
-//   dstate            PLAYED  QEMU cannot be killed (D state): qm stop's signals do not take
+//   dstate            PLAYED  QEMU cannot be killed (D state): it is really frozen (SIGSTOP, so
+//                             state T, and QMP silent), and qm stop's SIGKILL is not sent
 //   stop_hang         PLAYED  `qm stop` never returns (holding the lock)
 //   start_systemd_timeout PLAYED `qm start` fails with "timeout waiting on systemd"
 //   slow_verbs        PLAYED  reset/stop/start take 1.5 s longer, as on a loaded host
@@ -29,6 +30,7 @@ import {
   applyPending,
   isAlive,
   paths,
+  procState,
   readConfig,
   readLabState,
   readPid,
@@ -83,16 +85,16 @@ export function incidentFixPending(vmid = 102) {
  * starts it unless `running` is false. Any QEMU the node ran before is killed first.
  * @param {string} root
  * @param {{ vmid?: number, guest?: { dir: string } | null, sshPort?: number | null, running?: boolean,
- *   pending?: Record<string, string>, accel?: 'kvm' | 'tcg' }} [options]
+ *   pending?: Record<string, string>, accel?: 'kvm' | 'tcg', qmpQuitTimeoutS?: number }} [options]
  */
 export async function initVm(root, options = {}) {
-  const { vmid = 102, guest = null, sshPort = null, running = true, pending = {}, accel = 'tcg' } = options;
+  const { vmid = 102, guest = null, sshPort = null, running = true, pending = {}, accel = 'tcg', qmpQuitTimeoutS = 60 } = options;
   const p = paths(root, vmid);
   await killVm(root, vmid);
   for (const dir of [p.runDir, p.lockDir, p.labDir, p.storageDir]) fs.mkdirSync(dir, { recursive: true });
   const config = devvmConfig({ vmid, guest });
   writeConfig(root, { current: config, pending: {}, deletes: [] }, vmid);
-  writeLabState(root, { vmid, sshPort, accel, faults: [], holders: [], stoppedAlive: [] }, vmid);
+  writeLabState(root, { vmid, sshPort, accel, faults: [], holders: [], stoppedAlive: [], qmpQuitTimeoutS }, vmid);
   const disk = path.join(p.storageDir, `vm-${vmid}-disk-0.raw`);
   fs.rmSync(disk, { force: true });
   // Sparse: the image is a 1 GiB filesystem holding ~200 MiB.
@@ -135,17 +137,17 @@ export async function setFault(/** @type {string} */ root, /** @type {string} */
   const config = readConfig(root, vmid);
   switch (name) {
     case 'io_stall':
-      freezeStorage(root, on || state.faults.includes('qmp_silent'), vmid);
+      await freezeStorage(root, on || state.faults.includes('qmp_silent'), vmid);
       break;
     case 'qmp_silent':
       if (!on) {
-        freezeStorage(root, state.faults.includes('io_stall'), vmid);
+        await freezeStorage(root, state.faults.includes('io_stall'), vmid);
         break;
       }
       if (!usesStoragePath(applyPending(config).current) && !usesStoragePath(config.current)) {
         throw new Error('qmp_silent needs the disk on the storage path (no aio=threads)');
       }
-      freezeStorage(root, true, vmid);
+      await freezeStorage(root, true, vmid);
       if (runningPid(root, vmid) !== null) {
         // The write never completes, so neither does this command: the main loop is now blocked.
         await qmp(p.qmpSocket, 'human-monitor-command', { 'command-line': 'qemu-io drive-scsi0 "write 0 4096"' }, 300).catch(() => undefined);
@@ -168,6 +170,13 @@ export async function setFault(/** @type {string} */ root, /** @type {string} */
         releaseHolders(root, vmid);
       }
       break;
+    case 'dstate': {
+      // The real part: QEMU stops answering anything (SIGSTOP). The played part is in qm stop.
+      const pid = runningPid(root, vmid);
+      if (pid !== null) signal(pid, on ? 'SIGSTOP' : 'SIGCONT');
+      for (let i = 0; pid !== null && i < 100 && (procState(pid) === 'T') !== on; i++) await new Promise((r) => setTimeout(r, 10));
+      break;
+    }
     default:
       break; // played faults: the qm stand-in reads them from the lab state
   }

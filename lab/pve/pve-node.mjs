@@ -6,7 +6,8 @@
 //   var/run/qemu-server/<vmid>.pid       QEMU's pid file           <vmid>.qmp  QMP socket
 //   var/run/qemu-server/<vmid>.qga       guest agent socket        <vmid>.nbd  storage export
 //   var/lock/qemu-server/lock-<vmid>.conf   the config lock (flock), as qm takes it
-//   lab/vm.json       what only the lab knows: image paths, SSH port, accelerator, faults
+//   lab/vm.json       what only the lab knows: SSH port, accelerator, faults, and how long qm
+//                     stop's QMP quit waits (60 s on PVE 9; a lab node may choose less)
 //   lab/serial.log    the guest's serial console      lab/storage/  the VM's disk
 //   lab/invocations.log  one JSON line per qm call (start and end)
 
@@ -101,6 +102,7 @@ export function writeConfig(/** @type {string} */ root, /** @type {VmConfig} */ 
  *   faults: string[],
  *   holders: number[],
  *   stoppedAlive: number[],
+ *   qmpQuitTimeoutS?: number,
  * }} LabState
  */
 

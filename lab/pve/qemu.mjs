@@ -12,7 +12,7 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { isAlive, paths, readLabState, readPid, signal, sleep, waitGone } from './pve-node.mjs';
+import { isAlive, paths, procState, readLabState, readPid, signal, sleep, waitGone } from './pve-node.mjs';
 
 const QEMU = process.env.BREAKGLASS_QEMU ?? 'qemu-system-x86_64';
 const STORAGE_DAEMON = process.env.BREAKGLASS_QEMU_STORAGE_DAEMON ?? 'qemu-storage-daemon';
@@ -155,9 +155,12 @@ export async function startStorage(/** @type {string} */ root, /** @type {Record
 }
 
 /** Freezes (SIGSTOP) or thaws the storage daemon: the disk's I/O stops or moves again. */
-export function freezeStorage(/** @type {string} */ root, /** @type {boolean} */ frozen, vmid = 102) {
+export async function freezeStorage(/** @type {string} */ root, /** @type {boolean} */ frozen, vmid = 102) {
   const pid = readPid(paths(root, vmid).storagePidFile);
-  if (pid !== null && isAlive(pid)) signal(pid, frozen ? 'SIGSTOP' : 'SIGCONT');
+  if (pid === null || !isAlive(pid)) return;
+  signal(pid, frozen ? 'SIGSTOP' : 'SIGCONT');
+  // Signals land asynchronously: return once the kernel shows the new state.
+  for (let i = 0; i < 100 && (procState(pid) === 'T') !== frozen; i++) await sleep(10);
 }
 
 export async function stopStorage(/** @type {string} */ root, vmid = 102) {
@@ -187,7 +190,7 @@ export async function startQemu(/** @type {string} */ root, /** @type {Record<st
   const pid = readPid(p.pidFile);
   if (pid === null) throw new Error('QEMU daemonized without writing its pid file');
   // The stall belongs to the storage path, not to one process: a new daemon stalls too.
-  if (lab.faults.includes('io_stall')) freezeStorage(root, true, vmid);
+  if (lab.faults.includes('io_stall')) await freezeStorage(root, true, vmid);
   return pid;
 }
 

@@ -3,7 +3,10 @@
 // The lab's `qm`: a thin stand-in for Proxmox VE's own (which cannot run here: it needs the
 // cluster filesystem and the PVE daemons), over the REAL QEMU process of VM 102 on a lab node
 // (pve-node.mjs). Outputs, messages and exit codes follow qemu-server's PVE/CLI/qm.pm,
-// PVE/API2/Qemu.pm and PVE/QemuServer.pm:
+// PVE/API2/Qemu.pm, PVE/QemuServer.pm and pve-common's fork_worker and lock_file_full. Task verbs
+// (start stop shutdown reset) run as qm's foreground worker: everything they print, the lock's
+// "trying to acquire lock..." included, goes to stdout; a failed task puts only its bare error
+// on stderr and exits 255. Other errors are plain dies on stderr.
 //
 //   node qm.mjs --root NODE_ROOT <qm args...>
 //
@@ -17,10 +20,11 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { CommandError, SocketTimeout, qga, qmp } from './qmp.mjs';
+import { SocketTimeout, qga, qmp } from './qmp.mjs';
 import { startQemu, stopStorage } from './qemu.mjs';
 import {
   applyPending,
+  isAlive,
   paths,
   readConfig,
   readLabState,
@@ -50,11 +54,11 @@ const argv = args.slice(2);
 
 // qemu-server's numbers.
 const CONFIG_LOCK_WAIT_S = 10; // lock_config: 10 s, then "got timeout"
-const STATUS_QMP_TIMEOUT_MS = 2500; // vmstatus: the QMP queue gets ~2-3 s, then status stands in
-const QMP_COMMAND_TIMEOUT_MS = 5000; // vm_qmp_command default for commands without their own
-const QUIT_TIMEOUT_MS = 60_000; // vm_stop: QMP quit gets 60 s on PVE 9
-const GUEST_PING_TIMEOUT_MS = 3000;
-// Played faults' delays (see lab-vm.mjs): real behaviour, shorter waits.
+const STATUS_QMP_TIMEOUT_MS = 3000; // vmstatus: queue_execute's 3 s, then status stands in
+const QMP_COMMAND_TIMEOUT_MS = 5000; // QMPClient's default for commands without their own
+const STOP_TERM_WAIT_S = 10; // _do_vm_stop: SIGTERM, 10 s, then SIGKILL and 1 s
+const GUEST_PING_TIMEOUT_MS = 3000; // qga_check_running
+// Played faults' delays (see lab-vm.mjs).
 const SLOW_VERB_MS = 1500;
 
 const print = (/** @type {string[]} */ lines) => {
@@ -132,12 +136,10 @@ async function underConfigLock(vmid, fn) {
     holder.once('close', () => resolve(false));
   });
   const quick = await Promise.race([acquired, sleep(100).then(() => null)]);
-  if (quick === null) process.stderr.write('trying to acquire lock...');
-  if (!(await acquired)) {
-    if (quick === null) process.stderr.write('\n');
-    throw new QmError(`can't lock file '/var/lock/qemu-server/lock-${vmid}.conf' - got timeout`);
-  }
-  if (quick === null) process.stderr.write(' OK\n');
+  // Printed to STDERR by lock_file_full, which the CLI's task worker sends to stdout.
+  if (quick === null) process.stdout.write('trying to acquire lock...\n');
+  if (!(await acquired)) throw new QmError(`can't lock file '/var/lock/qemu-server/lock-${vmid}.conf' - got timeout`);
+  if (quick === null) process.stdout.write(' OK\n');
   try {
     return await fn();
   } finally {
@@ -162,29 +164,36 @@ async function stopCleanup(/** @type {number} */ vmid) {
 }
 
 /**
- * vm_stop: QMP quit (the monitor may never answer), SIGTERM, wait `timeout`, SIGKILL.
+ * _do_vm_stop's escalation: QMP quit (60 s on PVE 9; the lab's node may set less), then wait
+ * `timeout` for the process; SIGTERM, 10 s; SIGKILL, 1 s; then the cleanup, unconditionally —
+ * a QEMU that survives SIGKILL (D state) is not reported and qm still exits 0.
  * @param {number} vmid @param {number} pid @param {number} timeoutS
  */
 async function stopProcess(vmid, pid, timeoutS) {
   if (hasFault('stop_hang')) return hang(); // still holding the config lock, like qm
-  if (hasFault('dstate')) {
-    // Played: a QEMU in D state lets every signal pend. qm gives up after its waits and, as
-    // qemu-server does, still cleans up: the VM then *looks* stopped while QEMU lives.
-    await sleep(1000);
-    updateLabState(root, (s) => ({ ...s, stoppedAlive: [...s.stoppedAlive, pid] }), vmid);
-    process.stdout.write(`VM still running - terminating now with SIGKILL\n`);
-    await stopCleanup(vmid);
-    throw new QmError(`VM ${vmid} stop failed - got timeout`);
-  }
-  // Bounded by the QMP timeout alone: a hung monitor answers neither quit nor anything else.
-  await qmp(paths(root, vmid).qmpSocket, 'quit', {}, Math.min(QUIT_TIMEOUT_MS, timeoutS * 1000)).catch(() => undefined);
-  if (!(await waitGone(pid, timeoutS * 1000))) {
-    signal(pid, 'SIGTERM');
-    if (!(await waitGone(pid, timeoutS * 1000))) {
-      process.stdout.write('VM still running - terminating now with SIGKILL\n');
-      signal(pid, 'SIGKILL');
-      await waitGone(pid, 5000);
+  const dstate = hasFault('dstate');
+  const quitTimeoutMs = (readLabState(root, vmid).qmpQuitTimeoutS ?? 60) * 1000;
+  const quit = await qmp(paths(root, vmid).qmpSocket, 'quit', {}, quitTimeoutMs).then(
+    () => true,
+    () => false,
+  );
+  if (quit) {
+    if (await waitGone(pid, timeoutS * 1000)) return stopCleanup(vmid);
+    process.stdout.write('VM still running - terminating now with SIGTERM\n');
+  } else {
+    if (!isAlive(pid)) {
+      process.stdout.write('Unexpected: VM shutdown command failed, but VM not running anymore..\n');
+      return;
     }
+    process.stdout.write('VM quit/powerdown failed - terminating now with SIGTERM\n');
+  }
+  if (!dstate) signal(pid, 'SIGTERM');
+  if (!(await waitGone(pid, STOP_TERM_WAIT_S * 1000))) {
+    process.stdout.write('VM still running - terminating now with SIGKILL\n');
+    // Played D state: the kernel would hold SIGKILL pending forever; the lab does not send it.
+    if (dstate) updateLabState(root, (s) => ({ ...s, stoppedAlive: [...s.stoppedAlive, pid] }), vmid);
+    else signal(pid, 'SIGKILL');
+    await sleep(1000);
   }
   await stopCleanup(vmid);
 }
@@ -200,31 +209,46 @@ const verbs = {
     const { vmid, opts } = parse('qm status <vmid> [OPTIONS]', rest, ['vmid'], { verbose: 'bool' });
     const pid = runningPid(root, vmid);
     const status = pid ? 'running' : 'stopped';
-    if (!opts.verbose) return print([`status: ${status}`]);
     const config = readConfig(root, vmid).current;
     /** @type {Record<string, string | number>} */
     const stat = {
       status,
-      name: config.name ?? '',
+      name: config.name ?? `VM ${vmid}`,
       vmid,
       cpus: Number(config.cores ?? 1) * Number(config.sockets ?? 1),
       maxmem: Number(config.memory ?? 512) * 1024 * 1024,
+      maxdisk: diskBytes(config.scsi0),
+      disk: 0,
+      mem: 0,
+      netin: 0,
+      netout: 0,
       uptime: pid ? uptimeOf(pid) : 0,
     };
     if (config.lock) stat.lock = config.lock;
+    /** @type {string[]} */
+    let blockstat = [];
     if (pid) {
       stat.pid = pid;
-      // vmstatus asks QMP; answers that do not come within the queue's time are simply absent,
-      // and qmpstatus then falls back to a copy of `status`.
+      // vmstatus always asks QMP (even without --verbose), under one 3 s budget; answers that
+      // do not come are silently absent, and qmpstatus then falls back to a copy of status.
+      // (The QMP-only fields are those of Proxmox's own QEMU build, which answers
+      // query-proxmox-support; stock QEMU would answer only query-status.)
       const socket = paths(root, vmid).qmpSocket;
       const deadline = Date.now() + STATUS_QMP_TIMEOUT_MS;
       const left = () => Math.max(1, deadline - Date.now());
       try {
         const st = /** @type {{ status: string }} */ (await qmp(socket, 'query-status', {}, left()));
         stat.qmpstatus = st.status;
+        const stats = /** @type {{ device: string, qdev?: string, stats: Record<string, number> }[]} */ (await qmp(socket, 'query-blockstats', {}, left()));
+        stat.diskread = stats.reduce((sum, d) => sum + (d.stats.rd_bytes ?? 0), 0);
+        stat.diskwrite = stats.reduce((sum, d) => sum + (d.stats.wr_bytes ?? 0), 0);
+        blockstat = ['blockstat:'];
+        for (const d of stats.filter((d) => d.device.startsWith('drive-')).sort((a, b) => a.device.localeCompare(b.device))) {
+          blockstat.push(`\t${d.device.replace(/^drive-/, '')}:`, ...keyValueLines(d.stats).map((line) => `\t\t${line}`));
+        }
         const version = /** @type {{ qemu: { major: number, minor: number, micro: number } }} */ (await qmp(socket, 'query-version', {}, left()));
         stat['running-qemu'] = `${version.qemu.major}.${version.qemu.minor}.${version.qemu.micro}`;
-        const machines = /** @type {{ name: string, 'is-current'?: boolean, alias?: string }[]} */ (await qmp(socket, 'query-machines', {}, left()));
+        const machines = /** @type {{ name: string, 'is-current'?: boolean }[]} */ (await qmp(socket, 'query-machines', {}, left()));
         const current = machines.find((m) => m['is-current']);
         if (current) stat['running-machine'] = current.name;
       } catch {
@@ -232,7 +256,11 @@ const verbs = {
       }
     }
     stat.qmpstatus ??= status;
-    print(keyValueLines(stat));
+    if (!opts.verbose) return print([`status: ${stat.qmpstatus}`]);
+    // Sorted keys; nested hashes print their keys TAB-indented under "key:".
+    const lines = keyValueLines(stat);
+    if (blockstat.length) lines.splice(lines.findIndex((line) => line > 'blockstat:'), 0, ...blockstat);
+    print(lines);
   },
 
   async config(rest) {
@@ -262,11 +290,12 @@ const verbs = {
   },
 
   async reset(rest) {
-    const { vmid } = parse('qm reset <vmid> [OPTIONS]', rest, ['vmid'], {});
+    const { vmid, opts } = parse('qm reset <vmid> [OPTIONS]', rest, ['vmid'], { skiplock: 'bool' });
+    // Checked before the task starts: a plain die.
+    if (!runningPid(root, vmid)) throw new QmError(`VM ${vmid} not running`);
     await underConfigLock(vmid, async () => {
-      checkLock(vmid);
+      if (!opts.skiplock) checkLock(vmid);
       if (hasFault('slow_verbs')) await sleep(SLOW_VERB_MS);
-      if (!runningPid(root, vmid)) throw new QmError(`VM ${vmid} not running`);
       // QMP system_reset to the same QEMU: done when QEMU acknowledges it. Whether the guest
       // then comes back is not qm's to know (with the disk stalled, QEMU's main loop hangs).
       try {
@@ -280,35 +309,52 @@ const verbs = {
   async stop(rest) {
     const { vmid, opts } = parse('qm stop <vmid> [OPTIONS]', rest, ['vmid'], { timeout: 'int', skiplock: 'bool', keepActive: 'bool' });
     await underConfigLock(vmid, async () => {
-      if (!opts.skiplock) checkLock(vmid);
       if (hasFault('slow_verbs')) await sleep(SLOW_VERB_MS);
       const pid = runningPid(root, vmid);
-      // qemu-server: stopping a stopped VM is not an error; the cleanup still runs.
-      if (!pid) return stopCleanup(vmid);
-      await stopProcess(vmid, pid, typeof opts.timeout === 'number' ? opts.timeout : 5);
+      // _do_vm_stop: a VM that is not running is left alone, silently (no lock check, no cleanup).
+      if (!pid) return;
+      if (!opts.skiplock) checkLock(vmid);
+      await stopProcess(vmid, pid, typeof opts.timeout === 'number' ? opts.timeout : 60);
     });
   },
 
   async shutdown(rest) {
     const { vmid, opts } = parse('qm shutdown <vmid> [OPTIONS]', rest, ['vmid'], { timeout: 'int', forceStop: 'bool' });
+    // The pre-check asks QMP whether the VM is paused and only warns when that fails.
+    if (!runningPid(root, vmid)) {
+      process.stderr.write(`VM ${vmid} not running\n\n`);
+      return;
+    }
     await underConfigLock(vmid, async () => {
-      checkLock(vmid);
       const pid = runningPid(root, vmid);
-      if (!pid) throw new QmError(`VM ${vmid} not running`);
-      const timeoutS = typeof opts.timeout === 'number' ? opts.timeout : 600;
-      await qmp(paths(root, vmid).qmpSocket, 'system_powerdown', {}, QMP_COMMAND_TIMEOUT_MS).catch(() => undefined);
+      if (!pid) return;
+      checkLock(vmid);
+      const timeoutS = typeof opts.timeout === 'number' ? opts.timeout : 60;
+      const p = paths(root, vmid);
+      // The guest agent's shutdown when it answers, ACPI power button otherwise.
+      const viaAgent = /^(enabled=)?1\b/.test(readConfig(root, vmid).current.agent ?? '') && (await qga(p.qgaSocket, 'guest-ping', {}, GUEST_PING_TIMEOUT_MS).then(() => true, () => false));
+      if (viaAgent) await qga(p.qgaSocket, 'guest-shutdown', {}, timeoutS * 1000).catch(() => undefined);
+      else await qmp(p.qmpSocket, 'system_powerdown', {}, QMP_COMMAND_TIMEOUT_MS).catch(() => undefined);
       if (await waitGone(pid, timeoutS * 1000)) return stopCleanup(vmid);
-      if (!opts.forceStop) throw new QmError(`VM quit/powerdown failed - got timeout`);
-      await stopProcess(vmid, pid, 5);
+      if (!opts.forceStop) throw new QmError('VM quit/powerdown failed - got timeout');
+      await stopProcess(vmid, pid, 0);
     });
   },
 
   async start(rest) {
-    const { vmid } = parse('qm start <vmid> [OPTIONS]', rest, ['vmid'], { skiplock: 'bool' });
+    const { vmid, opts } = parse('qm start <vmid> [OPTIONS]', rest, ['vmid'], { skiplock: 'bool' });
     await underConfigLock(vmid, async () => {
       if (hasFault('slow_verbs')) await sleep(SLOW_VERB_MS);
-      if (runningPid(root, vmid)) throw new QmError(`VM ${vmid} already running`);
-      checkLock(vmid);
+      const config0 = readConfig(root, vmid).current;
+      if (runningPid(root, vmid)) {
+        // vm_start: a running VM under a backup lock is resumed, not started (same process).
+        if (config0.lock === 'backup') {
+          await qmp(paths(root, vmid).qmpSocket, 'cont', {}, QMP_COMMAND_TIMEOUT_MS).catch(() => undefined);
+          return;
+        }
+        throw new QmError(`VM ${vmid} already running`);
+      }
+      if (!opts.skiplock) checkLock(vmid);
       if (hasFault('start_systemd_timeout')) {
         await sleep(1000);
         throw new QmError('timeout waiting on systemd');
@@ -332,17 +378,29 @@ const verbs = {
     if (!GUEST_COMMANDS.includes(command)) {
       throw new QmError(`400 Parameter verification failed.\ncommand: value '${command}' does not have a value in the enumeration '${GUEST_COMMANDS.join(', ')}'\nqm guest cmd <vmid> <command>`);
     }
-    if (!/^(enabled=)?1\b/.test(readConfig(root, vmid).current.agent ?? '')) throw new QmError('No QEMU guest agent configured');
+    // assert_agent_available checks only that the key exists (agent: 0 passes).
+    if (readConfig(root, vmid).current.agent === undefined) throw new QmError('No QEMU guest agent configured');
     if (!runningPid(root, vmid)) throw new QmError(`VM ${vmid} is not running`);
+    const socket = paths(root, vmid).qgaSocket;
+    if (!(await qga(socket, 'guest-ping', {}, GUEST_PING_TIMEOUT_MS).then(() => true, () => false))) throw new QmError('QEMU guest agent is not running');
+    let result;
     try {
-      const result = await qga(paths(root, vmid).qgaSocket, `guest-${command}`, {}, GUEST_PING_TIMEOUT_MS);
-      if (command !== 'ping') print([JSON.stringify(result, null, 3)]);
+      result = await qga(socket, `guest-${command}`, {}, QMP_COMMAND_TIMEOUT_MS);
     } catch (error) {
-      if (error instanceof SocketTimeout || error instanceof CommandError) throw new QmError('QEMU guest agent is not running');
-      throw new QmError(`QEMU guest agent is not running`);
+      const why = error instanceof SocketTimeout ? 'got timeout' : /** @type {Error} */ (error).message;
+      throw new QmError(`VM ${vmid} qga command 'guest-${command}' failed - ${why}`);
     }
+    // Nothing for an empty answer (ping's {}), pretty JSON for the rest.
+    if (result && typeof result === 'object' && Object.keys(result).length) print([JSON.stringify(result, null, 3)]);
   },
 };
+
+/** Size in bytes of a disk's `size=` (e.g. 64M, 1G), as maxdisk reports it. */
+function diskBytes(/** @type {string | undefined} */ disk) {
+  const match = /(?:^|,)size=(\d+)([KMGT]?)/.exec(disk ?? '');
+  if (!match) return 0;
+  return Number(match[1]) * 1024 ** ('KMGT'.indexOf(match[2] || '_') + 1);
+}
 
 /** Seconds since the process started (from /proc, as PVE's ProcFSTools computes it). */
 function uptimeOf(/** @type {number} */ pid) {

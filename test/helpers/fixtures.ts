@@ -9,7 +9,7 @@ import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { generateKeyPair, type KeyPair } from '../../lab/keys.js';
 import { readHostLog, startPveHost, type PveHost, type PveHostOptions } from '../../lab/pve-host.js';
-import { initVm, setFault } from '../../lab/pve/lab-vm.mjs';
+import { setFault } from '../../lab/pve/lab-vm.mjs';
 import { invocations, type Invocation } from '../../lab/pve/pve-node.mjs';
 import { startSshd, type RunningSshd } from '../../lab/sshd.js';
 import { runSshCommand, type CommandOutput, type SshTarget } from '../../activities/ssh/connection.js';
@@ -171,7 +171,7 @@ export async function startPveFixture(prefix: string, options: Omit<PveHostOptio
         }
       }),
     async resetVm({ running = true, pending = {}, faults = [] } = {}) {
-      await initVm(host.nodeRoot, { running, pending });
+      await host.recreateVm({ running, pending });
       for (const fault of faults) await setFault(host.nodeRoot, fault, true);
     },
     stop: async () => {
