@@ -27,12 +27,18 @@ export async function applyScenario(scenario: DevvmScenario, nodeRoot: string, d
   if (scenario === 'oom') {
     const started = await runSshCommand(target, { command: `sudo -n systemctl start --no-block ${OOM_UNIT}`, deadlineMs: 15_000 });
     if (started.exitCode !== 0) throw new Error(`oom scenario: could not start ${OOM_UNIT}: ${started.stderr.text}`);
-    // The guest kernel needs a few seconds of TCG time to fill 512 MiB and kill the eater.
-    const until = Date.now() + 60_000;
+    // The guest kernel needs a few seconds of TCG time to fill its memory and kill the eater;
+    // meanwhile the guest can be too starved to finish an SSH handshake: keep asking.
+    const until = Date.now() + 90_000;
+    let last = '';
     for (;;) {
-      const state = await runSshCommand(target, { command: `systemctl is-failed ${OOM_UNIT}`, deadlineMs: 10_000 });
-      if (state.stdout.text.trim() === 'failed') return;
-      if (Date.now() > until) throw new Error(`oom scenario: ${OOM_UNIT} did not fail within 60 s (is-failed: ${state.stdout.text.trim()})`);
+      const state = await runSshCommand(target, { command: `systemctl is-failed ${OOM_UNIT}`, deadlineMs: 10_000 }).then(
+        (out) => out.stdout.text.trim(),
+        (error: Error) => error.message,
+      );
+      if (state === 'failed') return;
+      last = state;
+      if (Date.now() > until) throw new Error(`oom scenario: ${OOM_UNIT} did not fail within 90 s (last: ${last})`);
       await new Promise((r) => setTimeout(r, 500));
     }
   }

@@ -129,6 +129,10 @@ guest_image() {
     sh "$root/lab/guest/build-image.sh" "$dir.partial" || die "could not build the guest image"
     rm -rf "$dir"
     mv "$dir.partial" "$dir"
+    # Earlier builds (other inputs) are ~250 MiB each and nothing links them any more here.
+    for old in "$cache"/guest-*; do
+      [ "$old" = "$dir" ] || rm -rf "$old"
+    done
   fi
   ln -sfn "$dir" "$root/.tools/guest"
   accel_probe "$dir"

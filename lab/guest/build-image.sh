@@ -10,7 +10,7 @@
 #   initrd.img        a small busybox initramfs that loads the virtio-scsi, ext4, virtio-net,
 #                     virtio-console and fw_cfg modules and switches to the root disk
 #   rootfs.raw        an ext4 root filesystem (Debian bookworm minbase + systemd, udev,
-#                     OpenSSH, qemu-guest-agent, sudo, procps, iproute2), the breakglass account
+#                     D-Bus, OpenSSH, qemu-guest-agent, sudo, procps, iproute2), the breakglass account
 #                     installed by host/devvm/install.sh, a unit that eats memory (oom scenario)
 #   ssh_host_ed25519_key.pub   the guest sshd's host key (generated once, pinned by the lab)
 #   breakglass_ed25519[.pub]   the client key the guest's breakglass account accepts
@@ -39,7 +39,7 @@ root=$work/root
 # ---------------------------------------------------------------------- the root filesystem
 say "bootstrapping Debian bookworm (minbase + systemd, sshd, guest agent) into $root"
 mmdebstrap --quiet --variant=minbase --mode=root \
-  --include=systemd,systemd-sysv,udev,openssh-server,qemu-guest-agent,sudo,procps,iproute2,kmod,less \
+  --include=systemd,systemd-sysv,udev,dbus,openssh-server,qemu-guest-agent,sudo,procps,iproute2,kmod,less \
   --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
   --dpkgopt='path-exclude=/usr/share/locale/*' \
   bookworm "$root" >"$work/mmdebstrap.log" 2>&1 || { tail -n 30 "$work/mmdebstrap.log" >&2; die "mmdebstrap failed"; }
