@@ -1,6 +1,6 @@
 /**
  * The session's activities, built by a factory from their dependencies so tests hand in real
- * fixtures (sshd, the simulated PVE host) instead of mocking modules.
+ * fixtures (sshd, the lab PVE host over real QEMU) instead of mocking modules.
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';

@@ -1,7 +1,7 @@
 /**
  * The bench's lab, all on loopback and all real processes: the Temporal dev server, the PVE
- * host stand-in (OpenSSH sshd + the real forced-command dispatcher over the simulated qm), a
- * devvm stand-in (OpenSSH sshd, real shell), one breakglass key, pinned host keys, operator
+ * host (OpenSSH sshd + the real forced-command dispatcher over the lab's qm, VM 102 a real QEMU
+ * without a guest), a devvm (OpenSSH sshd, real shell), one breakglass key, pinned host keys, operator
  * tokens, and a prebuilt workflow bundle (as the container image ships one).
  */
 import { createHash, randomBytes } from 'node:crypto';

@@ -30,15 +30,13 @@ export async function applyScenario(scenario: DevvmScenario, nodeRoot: string, d
     // The guest kernel needs a few seconds of TCG time to fill its memory and kill the eater;
     // meanwhile the guest can be too starved to finish an SSH handshake: keep asking.
     const until = Date.now() + 90_000;
-    let last = '';
     for (;;) {
       const state = await runSshCommand(target, { command: `systemctl is-failed ${OOM_UNIT}`, deadlineMs: 10_000 }).then(
         (out) => out.stdout.text.trim(),
         (error: Error) => error.message,
       );
       if (state === 'failed') return;
-      last = state;
-      if (Date.now() > until) throw new Error(`oom scenario: ${OOM_UNIT} did not fail within 90 s (last: ${last})`);
+      if (Date.now() > until) throw new Error(`oom scenario: ${OOM_UNIT} did not fail within 90 s (last: ${state})`);
       await new Promise((r) => setTimeout(r, 500));
     }
   }

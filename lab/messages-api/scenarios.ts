@@ -2,7 +2,7 @@
  * Scripted "models" for the Messages API stand-in. Each reads the conversation it is sent
  * (tool results and notes as activities/agent/conversation.ts renders them) and decides its
  * next step from that alone, so it plays correctly whether driven by a test that fakes the
- * world or end-to-end through the session workflow with the simulated devvm and PVE host.
+ * world or end-to-end through the session workflow with the lab's real devvm and PVE host.
  */
 import type { Script, ScriptRequest, Step } from './server.js';
 
