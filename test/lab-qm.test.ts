@@ -9,6 +9,8 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { incidentFixPending, initVm, killVm, readVm, setFault, writeQmWrapper } from '../lab/pve/lab-vm.mjs';
 import { paths, procState, readLabState, readPid } from '../lab/pve/pve-node.mjs';
 import { qmp } from '../lab/pve/qmp.mjs';
+import { devvmOf, loadGuestImage } from '../lab/devvm.js';
+import { freePort } from '../lab/sshd.js';
 import { pidsWithArg } from '../lab/processes.js';
 import { removeDir, tempDir, timed } from './helpers/fixtures.js';
 
@@ -128,6 +130,16 @@ describe('qm over a real QEMU', () => {
     }
     expect(readVm(root).running).toBe(false);
   });
+});
+
+test('when the guest does not boot in time, the error names the serial console log', async () => {
+  // A VM without a guest, its port 22 forwarded all the same: QEMU accepts, nothing answers.
+  const sshPort = await freePort();
+  await initVm(root, { sshPort });
+  const image = { ...loadGuestImage(), hostPublicKey: 'ssh-ed25519 AAAA' };
+  const error = await devvmOf(image, sshPort, paths(root).serialLog).waitForSsh(1_500).catch((e: Error) => e);
+  expect(String(error)).toContain(`serial console log: ${paths(root).serialLog}`);
+  expect(String(error)).toContain(`127.0.0.1:${sshPort}`);
 });
 
 describe('faults', () => {

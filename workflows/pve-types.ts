@@ -110,6 +110,12 @@ export interface MutationResult {
   pidUnchanged?: boolean;
   /** reset: pending config existed and a reset does not apply it. */
   pendingUnapplied?: boolean;
+  /** reset: QEMU acknowledged system_reset (which is all `qm reset` exiting 0 means). */
+  acknowledged?: boolean;
+  /** reset: whether QMP still answered a moment after the acknowledged reset. */
+  qmpAfterReset?: 'answers' | 'silent';
+  /** Why the host judged the verb failed when no step did (e.g. QMP silent after a reset). */
+  reason?: string;
   warning?: string;
   qemuSurvived?: boolean;
   survivor?: { pid: number; state: string; note: string };

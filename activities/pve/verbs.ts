@@ -60,6 +60,8 @@ interface RawResult {
   pending_applied?: boolean;
   pid_unchanged?: boolean;
   pending_unapplied?: boolean;
+  acknowledged?: boolean;
+  qmp_after_reset?: 'answers' | 'silent' | null;
   warning?: string;
   qemu_survived?: boolean;
   survivor?: { pid: number; state: string; note: string };
@@ -141,6 +143,9 @@ function parseMutation(raw: RawResult): MutationResult {
     ...(raw.pending_applied !== undefined ? { pendingApplied: raw.pending_applied } : {}),
     ...(raw.pid_unchanged !== undefined ? { pidUnchanged: raw.pid_unchanged } : {}),
     ...(raw.pending_unapplied !== undefined ? { pendingUnapplied: raw.pending_unapplied } : {}),
+    ...(raw.acknowledged !== undefined ? { acknowledged: raw.acknowledged } : {}),
+    ...(raw.qmp_after_reset ? { qmpAfterReset: raw.qmp_after_reset } : {}),
+    ...(raw.reason ? { reason: raw.reason } : {}),
     ...(raw.warning ? { warning: raw.warning } : {}),
     ...(raw.qemu_survived !== undefined ? { qemuSurvived: raw.qemu_survived } : {}),
     ...(raw.survivor ? { survivor: raw.survivor } : {}),
