@@ -1,7 +1,8 @@
 // Abuse suite, part 1: property-based fuzzing of the PVE forced-command dispatcher
-// (host/pve/pve-dispatch) with the real install config over the simulated qm. Thousands of
-// generated inputs — random bytes, near-misses of the verb grammar, injection suffixes,
-// homoglyphs, bad request ids, over-long commands — and a few valid read-only commands.
+// (host/pve/pve-dispatch) with the real install config over the lab's qm stand-in, which drives
+// a real QEMU (VM 102 without a guest). Thousands of generated inputs — random bytes, near-misses
+// of the verb grammar, injection suffixes, homoglyphs, bad request ids, over-long commands — and a
+// few valid read-only commands.
 //
 // Two ways in, the same script and the same config:
 // - the bulk runs the dispatcher directly, exactly as sshd's forced command does
@@ -9,19 +10,21 @@
 // - a few hundred go through the real OpenSSH sshd with the real `command="…",restrict,from="…"`
 //   authorized_keys line, as exec channels multiplexed over two ssh2 connections.
 //
-// The simulated qm logs a `started` line for every call, so "zero mutations" is read from the
-// record, not assumed: no qm reset/stop/start ever starts, and nothing but the qm calls of
-// status and forensics ever runs.
+// The qm stand-in logs a `started` line for every call, so "zero mutations" is read from the
+// record, not assumed: after the lab's own start of VM 102, no qm reset/stop/start ever starts,
+// nothing but the qm calls of status and forensics ever runs, and the same QEMU process runs
+// throughout.
 import { execFile } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DISPATCHER } from '../lab/pve-host.js';
-import { invocations, readVm } from '../lab/pve/sim-vm.mjs';
+import { readVm } from '../lab/pve/lab-vm.mjs';
+import { invocations, isAlive, type Invocation } from '../lab/pve/pve-node.mjs';
 import { ChannelRunner, mapLimit, type ChannelResult } from './helpers/abuse-ssh.js';
 import { bulkInputs, forensicsInputs, grammatical, isMutating, rejectedInputs, statusInputs, type FuzzInput } from './helpers/abuse-inputs.js';
-import { startPveFixture, type PveFixture } from './helpers/fixtures.js';
+import { startPveFixture, waitFor, type PveFixture } from './helpers/fixtures.js';
 
 // Bounded: 1,824 direct + 176 through sshd + 2 forensics + 11 NUL/huge = 2,013 inputs; ~40 s
 // on 2 idle cores.
@@ -114,13 +117,18 @@ describe('abuse: the PVE dispatcher under generated input (real script, real con
   let fx: PveFixture;
   let canary: string;
   let pidBefore: number | null;
+  /** The qm record as the lab left it: its own `qm start` of VM 102. */
+  let labCalls: Invocation[];
   const runners: ChannelRunner[] = [];
 
   beforeAll(async () => {
     fx = await startPveFixture('abuse-dispatch');
     canary = join(fx.dir, 'CANARY');
-    pidBefore = readVm(fx.host.vmDir).pid;
+    pidBefore = readVm(fx.host.nodeRoot).pid;
     expect(pidBefore).toBeGreaterThan(0);
+    labCalls = invocations(fx.host.nodeRoot);
+    // The record is really read (and holds the lab's start, the one mutation not ours).
+    expect(labCalls.map((call) => `${call.argv.join(' ')} -> ${call.exit ?? 'started'}`)).toEqual(['start 102 -> started', 'start 102 -> 0']);
   });
 
   afterAll(async () => {
@@ -185,13 +193,30 @@ describe('abuse: the PVE dispatcher under generated input (real script, real con
     }
   }, 60_000);
 
+  /**
+   * Waits until every detached run on the host has logged its end: a run publishes its result
+   * a moment before it logs `verb-done`, so a caller can have the answer before the log has it.
+   */
+  async function hostQuiet(): Promise<void> {
+    await waitFor('every run on the host to log its end', async () => {
+      const log = await fx.log();
+      const count = (event: string) => log.filter((line) => line.includes(` event=${event} `)).length;
+      return count('run-start') === count('verb-done') ? true : undefined;
+    });
+  }
+
   it('when a command carries a NUL byte or exceeds the exec limit, then sshd refuses it before the dispatcher and nothing runs', async () => {
+    await hostQuiet();
     const logBefore = (await fx.log()).length;
     const nul = fc.sample(
-      fc.tuple(fc.constantFrom('status', 'reset', 'cycle', 'stop', 'start'), rejectedInputs({ canary }), fc.constantFrom('', 'reset', 'cycle abcdefgh1')).map(([verb, tail, after]) => ({
-        kind: 'NUL byte',
-        command: `${verb}\0${tail.command.slice(0, 20)}${after}`,
-      })),
+      fc
+        .tuple(fc.constantFrom('status', 'reset', 'cycle', 'stop', 'start'), rejectedInputs({ canary }), fc.constantFrom('', 'reset', 'cycle abcdefgh1'))
+        .map(([verb, tail, after]) => ({
+          kind: 'NUL byte',
+          command: `${verb}\0${tail.command.slice(0, 20)}${after}`,
+        }))
+        // A NUL as the very last byte is another case (sshd strips it; see the next test).
+        .filter((input) => input.command.indexOf('\0') < input.command.length - 1),
       6,
     );
     for (const input of nul) {
@@ -220,8 +245,32 @@ describe('abuse: the PVE dispatcher under generated input (real script, real con
     expect(newLines.every((line) => / event=rejected /.test(line)), newLines.join('\n')).toBe(true);
   }, 60_000);
 
+  it('when the only NUL byte is the last one, then sshd strips it and the dispatcher gets the words before it, through the same grammar', async () => {
+    // OpenSSH reads the exec command as a C string and accepts a NUL as its final byte
+    // (sshbuf_get_cstring): `status\0` arrives as `status`. Not a way around the grammar: what
+    // arrives is checked like any command, and the key's holder could send the bare words anyway
+    // (the client never sends a NUL). Read-only verbs only here: this suite mutates nothing.
+    await hostQuiet();
+    const logBefore = (await fx.log()).length;
+    const runner = await ChannelRunner.open(fx.target);
+    const status = await runner.exec('status\0', 15_000);
+    const rejected = await runner.exec('status fx-x\0', 15_000);
+    runner.close();
+    expect(status.code).toBe(0);
+    expect(JSON.parse(status.stdout)).toMatchObject({ ok: true, result: 'ok', verb: 'status', vm: { status: 'running' } });
+    expect(rejected.code).toBe(64);
+    expect(JSON.parse(rejected.stdout)).toMatchObject({ ok: false, result: 'rejected', reason: expect.stringContaining('bad request id') });
+    counts.rejected++;
+    expect((await fx.log()).slice(logBefore)).toEqual([
+      expect.stringMatching(/ event=received verb=status request=- /),
+      expect.stringMatching(/ event=rejected .*received="status fx-x"/),
+    ]);
+  }, 30_000);
+
   it('after everything: zero mutations, only status/forensics qm calls, the VM untouched, every rejection logged', async () => {
-    const calls = invocations(fx.host.vmDir).filter((call) => call.started);
+    const record = invocations(fx.host.nodeRoot);
+    expect(record.slice(0, labCalls.length)).toEqual(labCalls);
+    const calls = record.slice(labCalls.length).filter((call) => call.started);
     counts.qmCalls = calls.length;
     counts.mutations = calls.filter((call) => MUTATING_QM.has(call.argv[0] ?? '')).length;
     expect(counts.mutations).toBe(0);
@@ -230,9 +279,14 @@ describe('abuse: the PVE dispatcher under generated input (real script, real con
     expect(counts.acceptedStatus).toBeGreaterThan(0);
     expect(counts.acceptedForensics).toBe(FORENSICS_DIRECT + FORENSICS_SSHD);
 
-    // The VM: same QEMU process, still running.
-    const vm = readVm(fx.host.vmDir);
+    // Every status and forensics call ran its qm calls to the end (none hung or was killed).
+    expect(record.slice(labCalls.length).filter((call) => call.exit !== undefined)).toHaveLength(calls.length);
+    expect(calls.length).toBeGreaterThan(0);
+
+    // The VM: same real QEMU process, still running.
+    const vm = readVm(fx.host.nodeRoot);
     expect(vm).toMatchObject({ running: true, pid: pidBefore });
+    expect(isAlive(pidBefore as number)).toBe(true);
 
     // The host's own record: only status and forensics were received, no verb ever stepped,
     // and each rejection is one log line.
