@@ -14,7 +14,7 @@ export const DISPATCHER = join(REPO_ROOT, 'host/pve/pve-dispatch');
 /** Install-config values (host/pve/pve.conf.example documents each key). */
 export type DispatcherConfig = Partial<Record<
   'lock_wait' | 'status_lock_wait' | 'status_timeout' | 'section_timeout' | 'qmp_timeout' | 'blockstats_interval'
-  | 'reset_timeout' | 'stop_timeout' | 'start_timeout' | 'result_wait' | 'dmesg_lines', number>>;
+  | 'reset_timeout' | 'stop_timeout' | 'stop_grace' | 'start_timeout' | 'result_wait' | 'dmesg_lines', number>>;
 
 export interface PveHostOptions {
   dir: string;
@@ -76,8 +76,8 @@ export async function startPveHost(options: PveHostOptions): Promise<PveHost> {
       running: vm.running ?? true,
       guest: image,
       sshPort,
-      // PVE 9 gives QMP quit 60 s; the lab 8 s, so a stop of a hung QEMU (quit, SIGTERM + 10 s,
-      // SIGKILL + 1 s) fits the dispatcher's stop limit here (stop_timeout 8 + 15).
+      // PVE 9 gives QMP quit 60 s; the lab 8 s, so a stop of a hung QEMU takes ~20 s, not ~71 s
+      // (the dispatcher's stop_grace below matches it).
       qmpQuitTimeoutS: 8,
       ...(image ? { accel: image.accel } : {}),
       ...(vm.pending ? { pending: vm.pending } : {}),
@@ -103,6 +103,8 @@ export async function startPveHost(options: PveHostOptions): Promise<PveHost> {
     blockstats_interval: 1,
     reset_timeout: 20,
     stop_timeout: 8,
+    // The lab's qm gives QMP quit 8 s (below): 8 + 10 (SIGTERM) + 1 (SIGKILL) + 10 (lock) + 1.
+    stop_grace: 30,
     start_timeout: 20,
     result_wait: 60,
     dmesg_lines: 40,

@@ -172,9 +172,9 @@ const step = it.sequential;
 hostBlock('PVE dispatcher: one verb at a time, busy and in-progress answers, a hung qm stop', () => {
   let fx: PveFixture;
   beforeAll(async () => {
-    // Short waits so "busy" and "in progress" come quickly; stop_timeout 0 bounds a hung
-    // `qm stop` on the host at 0 + 15 s.
-    fx = await startPveFixture('pve-busy', { config: { lock_wait: 1, status_lock_wait: 1, result_wait: 2, stop_timeout: 0 } });
+    // Short waits so "busy" and "in progress" come quickly; stop_timeout 0 + stop_grace 15
+    // bound a hung `qm stop` on the host at 15 s.
+    fx = await startPveFixture('pve-busy', { config: { lock_wait: 1, status_lock_wait: 1, result_wait: 2, stop_timeout: 0, stop_grace: 15 } });
   });
   afterAll(async () => {
     await fx?.stop();
@@ -611,8 +611,9 @@ hostBlock('PVE verbs through real sshd: happy paths and state changes', () => {
 hostBlock('PVE dispatcher: a cycle on a really stalled disk with Proxmox VE 9\'s own stop timing', () => {
   let fx: PveFixture;
   beforeAll(async () => {
-    // result_wait 120: the caller waits for the whole cycle (the lab's default is 60 s).
-    fx = await startPveFixture('pve-stall-pve9', { vm: { pending: incidentFixPending() }, config: { result_wait: 120 } });
+    // result_wait 120: the caller waits for the whole cycle (the lab's default is 60 s);
+    // stop_grace 90: the dispatcher's default, made for PVE 9's escalation.
+    fx = await startPveFixture('pve-stall-pve9', { vm: { pending: incidentFixPending() }, config: { result_wait: 120, stop_grace: 90 } });
   });
   afterAll(async () => {
     await fx?.stop();

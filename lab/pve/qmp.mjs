@@ -17,24 +17,23 @@ export class CommandError extends Error {}
  */
 function converse(socketPath, { greeting, messages, timeoutMs, sentinel = false }) {
   return new Promise((resolve, reject) => {
-    const socket = net.connect(socketPath);
+    /** @type {net.Socket | null} */
+    let socket = null;
     let buffer = '';
     let step = greeting ? -1 : 0;
+    let settled = false;
     const timer = setTimeout(() => finish(new SocketTimeout('got timeout')), timeoutMs);
     /** @param {unknown} error @param {unknown} [value] */
     function finish(error, value) {
+      if (settled) return;
+      settled = true;
       clearTimeout(timer);
-      socket.destroy();
+      socket?.destroy();
       if (error) reject(error);
       else resolve(value);
     }
-    const send = () => socket.write(`${JSON.stringify(messages[step])}\n`);
-    socket.on('connect', () => {
-      if (step === 0) send();
-    });
-    socket.on('error', (error) => finish(error));
-    socket.on('close', () => finish(new CommandError('connection closed before the reply')));
-    socket.on('data', (chunk) => {
+    const send = () => socket?.write(`${JSON.stringify(messages[step])}\n`);
+    function onData(/** @type {Buffer} */ chunk) {
       // guest-sync-delimited: the agent sends 0xFF before its reply so stale bytes can be skipped.
       buffer += sentinel ? chunk.toString('latin1').replace(/\xff/g, '') : chunk.toString('utf8');
       let newline;
@@ -62,7 +61,32 @@ function converse(socketPath, { greeting, messages, timeoutMs, sentinel = false 
         if (step === messages.length) return finish(null, message.return);
         send();
       }
-    });
+    }
+    // Like Proxmox's QMP client: a socket whose backlog is full (EAGAIN: the QEMU behind it is
+    // not accepting) is tried again every 100 ms until the deadline; other errors end the call.
+    function attempt() {
+      let connected = false;
+      socket = net.connect(socketPath);
+      socket.on('connect', () => {
+        connected = true;
+        if (step === 0) send();
+      });
+      socket.on('error', (/** @type {NodeJS.ErrnoException} */ error) => {
+        if (!connected && error.code === 'EAGAIN' && !settled) {
+          socket?.destroy();
+          setTimeout(() => {
+            if (!settled) attempt();
+          }, 100);
+          return;
+        }
+        finish(error);
+      });
+      socket.on('close', () => {
+        if (connected) finish(new CommandError('connection closed before the reply'));
+      });
+      socket.on('data', onData);
+    }
+    attempt();
   });
 }
 
