@@ -456,6 +456,18 @@ describe('host/devvm/install.sh', () => {
     expect(await activeLines(path.join(r2, '/srv/bg/.ssh/authorized_keys'))).toHaveLength(1);
     expect(existsSync(path.join(r2, 'home'))).toBe(false);
   });
+
+  it('when the root has the systemd-journal group, then the account joins it once (journal reads without sudo)', async () => {
+    const r3 = await freshRoot();
+    await fs.mkdir(path.join(r3, 'etc'));
+    await fs.writeFile(path.join(r3, 'etc/group'), 'root:x:0:\nsystemd-journal:x:101:alice\n', { mode: 0o644 });
+    for (let i = 0; i < 2; i++) {
+      const r = await install(DEVVM_INSTALL, r3, ['--public-key', publicKeyFile, '--from', FROM]);
+      expect(r.code, r.stderr).toBe(0);
+    }
+    const groups = await activeLines(path.join(r3, 'etc/group'));
+    expect(groups.filter((line) => line.startsWith('systemd-journal:'))).toEqual(['systemd-journal:x:101:alice,breakglass']);
+  });
 });
 
 // ------------------------------------------------------------------------- refused input

@@ -20,6 +20,9 @@
 #                        /home/breakglass (0750), password field '*' (key login only)
 #   ~breakglass/.ssh/authorized_keys  (0600, in .ssh 0700, owned by breakglass): the client key,
 #                        from="CIDRS",no-port-forwarding,no-X11-forwarding,no-agent-forwarding,no-pty
+#   group systemd-journal      the account reads the system journal (journalctl -k, the units'
+#                        logs) without sudo, as the diagnostics the agent runs read-only need;
+#                        skipped where the group does not exist
 #   /etc/sudoers.d/breakglass  (0440): NOPASSWD: ALL — the breakglass agent has sudo on the devvm.
 #                        host/devvm/sudoers.example shows how to narrow it.
 #
@@ -36,6 +39,7 @@ ACCOUNT=breakglass
 GECOS='Breakglass agent'
 NEW_HOME=/home/breakglass
 SUDOERS=/etc/sudoers.d/breakglass
+JOURNAL_GROUP=systemd-journal
 KEY_OPTIONS='no-port-forwarding,no-X11-forwarding,no-agent-forwarding,no-pty'
 # The shared helpers (messages, option and input checks, staged atomic writes, the --root
 # account files): host/lib/install-common.sh, next to this script's directory.
@@ -116,6 +120,11 @@ scratch_account() {
     ACCOUNT_UID=$(free_id "$(db_path passwd)" 1000 59999 "$ACCOUNT_GID")
     { cat "$(db_path passwd)"; printf '%s:x:%s:%s:%s:%s:%s\n' "$ACCOUNT" "$ACCOUNT_UID" "$ACCOUNT_GID" "$GECOS" "$ACCOUNT_HOME" "$SHELL_PATH"; } >"$STAGE/passwd"
   fi
+  # Member of the journal readers' group, once, where the group exists.
+  awk -F: -v OFS=: -v g="$JOURNAL_GROUP" -v u="$ACCOUNT" '
+    $1 == g { n = split($4, m, ","); found = 0; for (i = 1; i <= n; i++) if (m[i] == u) found = 1
+              if (!found) $4 = ($4 == "" ? u : $4 "," u) }
+    { print }' "$STAGE/group" >"$STAGE/group.new" && mv "$STAGE/group.new" "$STAGE/group"
   scratch_finish
 }
 
@@ -133,6 +142,10 @@ real_account() {
     say "created account $ACCOUNT (home $NEW_HOME, shell $SHELL_PATH)"
   fi
   real_password
+  if getent group "$JOURNAL_GROUP" >/dev/null; then
+    usermod --append --groups "$JOURNAL_GROUP" "$ACCOUNT"
+    say "account $ACCOUNT reads the system journal (group $JOURNAL_GROUP)"
+  fi
   entry=$(getent passwd "$ACCOUNT")
   ACCOUNT_UID=$(printf '%s' "$entry" | cut -d: -f3)
   ACCOUNT_GID=$(printf '%s' "$entry" | cut -d: -f4)
