@@ -1,8 +1,10 @@
 /**
  * The console in a real browser (Chromium through playwright-core) against the whole lab: the
- * Temporal dev server, the worker and server, the simulated PVE host and devvm (guest OOM
- * scenario) and the scripted demo agent streaming its text. One session is followed from start
- * to cancel, as an on-call engineer would drive it; the screenshot in the README is taken here.
+ * Temporal dev server, the worker and server, the PVE host (real sshd, real dispatcher, the lab's
+ * qm) with the devvm as the real Debian guest in VM 102's real QEMU, after its kernel OOM-killed
+ * the runaway code-indexer (oom scenario), and the scripted demo agent streaming its text. One
+ * session is followed from start to cancel, as an on-call engineer would drive it; the
+ * screenshot in the README is taken here.
  */
 import { mkdir, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
@@ -17,7 +19,8 @@ import { launchChromium, startBrowserLab, watchPage, type BrowserLab, type PageP
 Runtime.install({ logger: new DefaultLogger('WARN') });
 
 const SCREENSHOT = join(dirname(fileURLToPath(import.meta.url)), '..', 'docs', 'session-view.png');
-const FIX = 'sudo systemctl restart postgresql';
+// The guest-level fix the demo agent proposes: restart the unit the OOM kill left failed.
+const FIX = 'sudo systemctl restart code-indexer';
 const DESKTOP = { width: 1280, height: 900 };
 const PHONE = { width: 390, height: 844 };
 
@@ -74,9 +77,10 @@ async function newPage(viewport: { width: number; height: number }): Promise<Pag
 }
 
 beforeAll(async () => {
+  // The real guest boots (~10 s under TCG), then its kernel OOM-kills the runaway indexer.
   lab = await startBrowserLab({ scenario: 'oom', script: guestOomScenario, chunkDelayMs: 40 });
   browser = await launchChromium();
-}, 120_000);
+}, 240_000);
 
 afterAll(async () => {
   for (const context of contexts) await context.close().catch(() => undefined);
@@ -95,21 +99,21 @@ describe('the console in Chromium', () => {
     // The scripted demo agent is never passed off as Claude.
     await page.getByRole('note').filter({ hasText: 'Agent: DEMO (scripted stand-in).' }).waitFor();
 
-    await description.fill('postgres on the devvm is gone since 02:40; builds fail to connect');
+    await description.fill('code search on the devvm is gone since 02:40; the indexer died');
     await page.locator('form:has(#new-session-description) button[type=submit]').click();
     await page.waitForURL(/#\/sessions\/[^/?&]+$/);
     sessionId = decodeURIComponent(new URL(page.url()).hash.replace('#/sessions/', ''));
     expect(sessionId).not.toBe('');
     await page.locator('h1', { hasText: sessionId }).waitFor();
-    await entry(page, '.line', 'postgres on the devvm is gone').waitFor();
+    await entry(page, '.line', 'code search on the devvm is gone').waitFor();
     await liveBadge(page).waitFor();
   });
 
   it('when the operator messages the agent, then its text streams in a typing bubble before the final message lands', async () => {
     await inPage(page, TYPING_RECORDER);
-    await page.locator('#message-text').fill('the database on the devvm is gone, please look');
+    await page.locator('#message-text').fill('the code indexer on the devvm is gone, please look');
     await page.locator('form:has(#message-text) button[type=submit]').click();
-    await entry(page, '.bubble.operator', 'the database on the devvm is gone').waitFor();
+    await entry(page, '.bubble.operator', 'the code indexer on the devvm is gone').waitFor();
     const final = entry(page, '.bubble.agent', 'Checking the kernel log');
     await final.waitFor({ timeout: 30_000 });
 

@@ -8,7 +8,7 @@ import { pidsWithArg } from '../lab/processes.js';
 import { WorkflowFailedError } from '@temporalio/client';
 import { CancelledFailure } from '@temporalio/common';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { clearFaults, setFault } from '../lab/pve/sim-vm.mjs';
+import { clearFaults, setFault } from '../lab/pve/lab-vm.mjs';
 import { Sessions } from '../server/sessions.js';
 import {
   approvalUpdate,
@@ -93,8 +93,8 @@ describe('cancel from the CLI', () => {
   });
 
   it('when `tctl workflow cancel` arrives during a slow cycle, then the cycle finishes, its real outcome is recorded, and the session closes cancelled', async () => {
-    clearFaults(env.pve.vmDir);
-    setFault(env.pve.vmDir, 'slow_verbs');
+    await clearFaults(env.pve.nodeRoot);
+    await setFault(env.pve.nodeRoot, 'slow_verbs');
     try {
       const queue = uniqueQueue('cancel-cycle');
       await env.startWorker(queue);
@@ -115,6 +115,7 @@ describe('cancel from the CLI', () => {
       expect(result[0]!.result).toMatchObject({ ok: true, replayed: false });
       expect(result[0]!.result.newPid).not.toBe(result[0]!.result.oldPid);
       // The whole non-cancellable part ran: the verb, then the wait for the devvm.
+      expect(entriesOf(entries, 'forensics')).toHaveLength(1);
       expect(types.indexOf('forensics')).toBeLessThan(types.indexOf('verb-result'));
       expect(types.indexOf('verb-result')).toBeLessThan(types.indexOf('devvm-wait'));
       expect(types.indexOf('devvm-wait')).toBeLessThan(types.indexOf('session-ended'));
@@ -124,7 +125,7 @@ describe('cancel from the CLI', () => {
       expect(hostLog(env.pve).some((line) => line.includes(`event=verb-done verb=cycle request=${mutationId} exit=0`))).toBe(true);
       expect((await handle.describe()).typedSearchAttributes.get(OUTCOME)).toBe('cancelled');
     } finally {
-      clearFaults(env.pve.vmDir);
+      await clearFaults(env.pve.nodeRoot);
     }
   });
 
@@ -134,8 +135,8 @@ describe('cancel from the CLI', () => {
     const handle = await env.startSession(queue);
     const marker = `bg-cancel-${Date.now()}`;
     await handle.executeUpdate(requestCommandUpdate, { args: [{ command: `sleep 30; echo ${marker}`, operator: 'alice', timeoutSeconds: 40 }] });
-    // The devvm stand-in runs on this machine: the remote `timeout` wrapper carries the marker,
-    // and its parent is the sshd process serving the command's SSH connection.
+    // The devvm here is a real shell on this machine: the remote `timeout` wrapper carries the
+    // marker, and its parent is the sshd process serving the command's SSH connection.
     const wrapper = await eventually(() => pidsWithArg(marker).find((pid) => commandLine(pid).startsWith('timeout')), 15_000, 'the command runs on the devvm');
     const connection = parentPid(wrapper);
     expect(commandLine(connection)).toMatch(/^sshd/);

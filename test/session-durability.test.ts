@@ -2,15 +2,15 @@
  * Durability of a breakglass session against real faults: the worker SIGKILLed at each step of
  * a cycle and at the steps of a reset, a stop and a start, the Temporal dev server restarted, the
  * SSH connection to the PVE host dropped, and the PVE host's sshd gone for good. Real Temporal dev
- * server, real sshd, real dispatcher, simulated qm.
+ * server, real sshd, real dispatcher, the lab's qm over a real QEMU.
  */
-import { execFileSync } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { userInfo } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPveHost } from '../lab/pve-host.js';
-import { clearFaults, invocations, readVm, setFault } from '../lab/pve/sim-vm.mjs';
+import { clearFaults, readVm, runQm, setFault } from '../lab/pve/lab-vm.mjs';
+import { invocations } from '../lab/pve/pve-node.mjs';
 import { hostRequestId } from '../workflows/session.js';
 import { endSessionSignal, operatorMessageUpdate, requestVerbSignal, requestVerbUpdate } from '../workflows/messages.js';
 import {
@@ -58,7 +58,7 @@ interface KillContext {
   workflowId: string;
   forensicsId: string;
   mutationId: string;
-  /** Index of the first qm invocation of this session in the sim's invocation log. */
+  /** Index of the first qm invocation of this session in the lab qm's invocation log. */
   callsBefore: number;
 }
 
@@ -127,7 +127,7 @@ const KILL_POINTS: KillPoint[] = [
         }, 10_000, 'the mutation activity started', 20);
         ctx.worker.killNow();
         const log = hostLog(ctx.env.pve);
-        return { line: '(mutation activity started on the worker)', logAfterAction: log, callsAfterAction: invocations(ctx.env.pve.vmDir) };
+        return { line: '(mutation activity started on the worker)', logAfterAction: log, callsAfterAction: invocations(ctx.env.pve.nodeRoot) };
       });
       return { killed, release: () => process.kill(listener, 'SIGCONT') };
     },
@@ -185,8 +185,8 @@ const KILL_POINTS: KillPoint[] = [
 
 describe('a worker SIGKILLed during a cycle', () => {
   it.each(KILL_POINTS)('when the worker is killed $name and restarted, then the cycle completes once, forensics first', async (point) => {
-    clearFaults(env.pve.vmDir);
-    if (point.slow) setFault(env.pve.vmDir, 'slow_verbs');
+    await clearFaults(env.pve.nodeRoot);
+    if (point.slow) await setFault(env.pve.nodeRoot, 'slow_verbs');
     const queue = uniqueQueue('kill');
     const worker = await workerFor(queue);
     const handle = await env.startSession(queue, { timing: FAST_TIMING });
@@ -209,7 +209,7 @@ describe('a worker SIGKILLed during a cycle', () => {
       evidence = await armed.killed;
       if (evidence === 'after-update') {
         worker.killNow();
-        evidence = { line: '(update accepted)', logAfterAction: hostLog(env.pve), callsAfterAction: invocations(env.pve.vmDir) };
+        evidence = { line: '(update accepted)', logAfterAction: hostLog(env.pve), callsAfterAction: invocations(env.pve.nodeRoot) };
       }
       await worker.exited;
       expect(worker.child.signalCode).toBe('SIGKILL');
@@ -292,19 +292,19 @@ const VERB_KILL_POINTS: VerbKillPoint[] = [
   { name: 'during qm start (verb start, VM stopped first)', verb: 'start', vmRunning: false, slow: true, replayed: { forensics: false, mutation: true }, ...duringQmStep('start') },
 ];
 
-/** Brings the simulated VM to the wanted state through the host's own `qm` wrapper (no faults set). */
-function vmShouldBe(running: boolean) {
-  if (readVm(env.pve.vmDir).running === running) return;
-  execFileSync(join(dirname(env.pve.vmDir), 'qm'), [running ? 'start' : 'stop', '102'], { timeout: 20_000 });
-  expect(readVm(env.pve.vmDir).running).toBe(running);
+/** Brings VM 102 to the wanted state through the lab's `qm` (logged like any qm call; no faults set). */
+async function vmShouldBe(running: boolean) {
+  if (readVm(env.pve.nodeRoot).running === running) return;
+  await runQm(env.pve.nodeRoot, [running ? 'start' : 'stop', '102']);
+  expect(readVm(env.pve.nodeRoot).running).toBe(running);
 }
 
 describe('a worker SIGKILLed during a reset, a stop or a start', () => {
   it.each(VERB_KILL_POINTS)('when the worker is killed $name and restarted, then the $verb completes once, forensics first', async (point) => {
-    clearFaults(env.pve.vmDir);
-    vmShouldBe(point.vmRunning);
-    if (point.slow) setFault(env.pve.vmDir, 'slow_verbs');
-    const pidBefore = readVm(env.pve.vmDir).pid;
+    await clearFaults(env.pve.nodeRoot);
+    await vmShouldBe(point.vmRunning);
+    if (point.slow) await setFault(env.pve.nodeRoot, 'slow_verbs');
+    const pidBefore = readVm(env.pve.nodeRoot).pid;
     const queue = uniqueQueue(`kill-${point.verb}`);
     const worker = await workerFor(queue);
     const handle = await env.startSession(queue, { timing: FAST_TIMING });
@@ -358,7 +358,7 @@ describe('a worker SIGKILLed during a reset, a stop or a start', () => {
     expect(result).toMatchObject({ ok: true, verb: point.verb, requestId: ctx.mutationId, replayed: point.replayed.mutation });
     if (point.replayed.forensics !== undefined) expect(entriesOf(entries, 'forensics')[0]!.result.replayed).toBe(point.replayed.forensics);
     expect(entriesOf(entries, 'outcome-unknown')).toHaveLength(0);
-    const vm = readVm(env.pve.vmDir);
+    const vm = readVm(env.pve.nodeRoot);
     if (point.verb === 'reset') {
       // A warm reset: the same QEMU process before, after, and now.
       expect(result.pidUnchanged).toBe(true);
@@ -386,8 +386,8 @@ describe('a worker SIGKILLed during a reset, a stop or a start', () => {
 
 describe('the Temporal dev server restarted mid-session', () => {
   it('when the server restarts during a slow cycle and again between two acknowledged updates, then the session continues and every acknowledged message and request is in the transcript', async () => {
-    clearFaults(env.pve.vmDir);
-    setFault(env.pve.vmDir, 'slow_verbs');
+    await clearFaults(env.pve.nodeRoot);
+    await setFault(env.pve.nodeRoot, 'slow_verbs');
     const queue = uniqueQueue('restart');
     const worker = await workerFor(queue);
     const handle = await env.startSession(queue, { timing: FAST_TIMING });
@@ -421,6 +421,7 @@ describe('the Temporal dev server restarted mid-session', () => {
     expect(entries.filter((e) => e.type === 'request').map((e) => (e.type === 'request' ? e.item.key : ''))).toEqual(['cyc', 'st1']);
     const types = entries.map((e) => e.type);
     expect(entriesOf(entries, 'verb-result')).toHaveLength(1);
+    expect(entriesOf(entries, 'forensics')).toHaveLength(1);
     expect(types.indexOf('forensics')).toBeLessThan(types.indexOf('verb-result'));
     expect(entriesOf(entries, 'verb-result')[0]!.result.ok).toBe(true);
     expect(mutatingVerbsRun(env.pve, callsBefore)).toEqual(['stop', 'start']);
@@ -435,8 +436,8 @@ describe('the Temporal dev server restarted mid-session', () => {
 
 describe('retries of a mutating verb', () => {
   it('when the SSH connection drops while the host runs the stop, then the retried attempt re-attaches to the host journal: a replayed result, one stop and one start', async () => {
-    clearFaults(env.pve.vmDir);
-    setFault(env.pve.vmDir, 'slow_verbs');
+    await clearFaults(env.pve.nodeRoot);
+    await setFault(env.pve.nodeRoot, 'slow_verbs');
     const queue = uniqueQueue('reattach');
     await env.startWorker(queue);
     const handle = await env.startSession(queue, { timing: FAST_TIMING });
@@ -470,6 +471,7 @@ describe('retries of a mutating verb', () => {
     expect(log.filter((line) => line.includes(`event=replayed verb=cycle request=${mutationId}`))).toHaveLength(1);
     expect(mutatingVerbsRun(env.pve, callsBefore)).toEqual(['stop', 'start']);
     const types = entries.map((e) => e.type);
+    expect(entriesOf(entries, 'forensics')).toHaveLength(1);
     expect(types.indexOf('forensics')).toBeLessThan(types.indexOf('verb-result'));
 
     await handle.signal(endSessionSignal, { operator: 'alice', reason: 'done' });
@@ -480,7 +482,9 @@ describe('retries of a mutating verb', () => {
     // Its own PVE host: this one's sshd is stopped for good.
     const pve = await startPveHost({ dir: join(env.dir, 'pve-unknown'), clientPublicKey: env.clientKey.publicKey });
     try {
-      setFault(pve.vmDir, 'slow_verbs');
+      await setFault(pve.nodeRoot, 'slow_verbs');
+      // The lab's own `qm start` that brought VM 102 up is in the log too: count from here.
+      const callsBefore = invocationCount(pve);
       const queue = uniqueQueue('unknown');
       await env.startWorker(queue, { pve: pve.target(await readFile(env.clientKey.privateKeyPath), userInfo().username) });
       // Every attempt fails at once (connection refused): keep the backoff short.
@@ -507,6 +511,7 @@ describe('retries of a mutating verb', () => {
       expect(unknown[0]).toMatchObject({ key: 'cyc', verb: 'cycle', status: null });
       expect(entriesOf(entries, 'verb-result')).toHaveLength(0);
       const types = entries.map((e) => e.type);
+      expect(entriesOf(entries, 'forensics')).toHaveLength(1);
       expect(types.indexOf('forensics')).toBeLessThan(types.indexOf('outcome-unknown'));
       expect(types.indexOf('outcome-unknown')).toBeLessThan(types.indexOf('paused'));
       expect(entriesOf(entries, 'paused')[0]).toMatchObject({ operator: 'system' });
@@ -522,7 +527,7 @@ describe('retries of a mutating verb', () => {
         },
       );
       await sleep(1_000);
-      expect(mutatingVerbsRun(pve)).toEqual(['stop', 'start']);
+      expect(mutatingVerbsRun(pve, callsBefore)).toEqual(['stop', 'start']);
       expect(hostLog(pve).filter((line) => line.includes(`event=received verb=cycle request=${mutationId} `))).toHaveLength(1);
 
       await handle.signal(endSessionSignal, { operator: 'alice', reason: 'checked by hand' });

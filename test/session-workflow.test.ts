@@ -1,13 +1,14 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { invocations } from '../lab/pve/sim-vm.mjs';
+import { invocations } from '../lab/pve/pve-node.mjs';
 import { requestVerbUpdate, requestCommandUpdate, endSessionSignal } from '../workflows/messages.js';
 import type { TranscriptEntry } from '../workflows/session-types.js';
 import { startSessionEnv, uniqueQueue, waitForTranscript, type SessionEnv } from './helpers/session-env.js';
 
-const mutatingCalls = (vmDir: string) =>
-  invocations(vmDir).filter((call) => call.started && ['reset', 'stop', 'start'].includes(call.argv[0] ?? ''));
+/** qm reset/stop/start calls that started, from index `from` of the invocation log on. */
+const mutatingCalls = (nodeRoot: string, from: number) =>
+  invocations(nodeRoot).slice(from).filter((call) => call.started && ['reset', 'stop', 'start'].includes(call.argv[0] ?? ''));
 
 let env: SessionEnv;
 
@@ -24,6 +25,8 @@ describe('breakglass session workflow', () => {
     const queue = uniqueQueue('cycle');
     await env.startWorker(queue);
     const handle = await env.startSession(queue);
+    // The lab's own `qm start` that brought VM 102 up is in the log too: count from here.
+    const callsBefore = invocations(env.pve.nodeRoot).length;
     const accepted = await handle.executeUpdate(requestVerbUpdate, { args: [{ verb: 'cycle', reason: 'I/O stalled', operator: 'alice' }] });
     expect(accepted.approvalId).toBeNull();
     const entries = await waitForTranscript(handle, (all) => all.some((e) => e.type === 'devvm-wait'));
@@ -35,7 +38,7 @@ describe('breakglass session workflow', () => {
     expect(result.newPid).not.toBe(result.oldPid);
     const wait = entries.find((e): e is Extract<TranscriptEntry, { type: 'devvm-wait' }> => e.type === 'devvm-wait')!;
     expect(wait.reachable).toBe(true);
-    expect(mutatingCalls(env.pve.vmDir).map((c) => c.argv[0])).toEqual(['stop', 'start']);
+    expect(mutatingCalls(env.pve.nodeRoot, callsBefore).map((c) => c.argv[0])).toEqual(['stop', 'start']);
 
     const command = await handle.executeUpdate(requestCommandUpdate, { args: [{ command: 'echo hello from the devvm', operator: 'alice' }] });
     const withCommand = await waitForTranscript(handle, (all) => all.some((e) => e.type === 'command-result'));

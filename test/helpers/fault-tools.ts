@@ -1,7 +1,7 @@
 /**
  * Tools for the fault and CLI suites: a worker in its own process that can be SIGKILLed, a
- * watcher that acts on a PVE host log line the moment it is written, the simulated qm's
- * invocation log, the real `temporal` / `tctl` binaries, and history helpers.
+ * watcher that acts on a PVE host log line the moment it is written, the lab qm's invocation
+ * log, the real `temporal` / `tctl` binaries, and history helpers.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync, readFileSync, readSync, statSync, watch, writeFileSync, type FSWatcher } from 'node:fs';
@@ -89,7 +89,7 @@ export interface LogMatch {
   line: string;
   /** The whole log as it was right after the action ran. */
   logAfterAction: string[];
-  /** Simulated qm invocations right after the action ran. */
+  /** The lab qm's invocations right after the action ran. */
   callsAfterAction: Invocation[];
 }
 
@@ -153,9 +153,13 @@ export function re(text: string): string {
   return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
 
-// ------------------------------------------------------------------ simulated qm invocations
+// ------------------------------------------------------------------------- qm invocations
 
-/** Started qm calls (one per invocation) from index `from` of the invocation log on. */
+/**
+ * Started qm calls (one per invocation) from index `from` of the invocation log on. The log
+ * also holds the lab's own calls (the `qm start` that brought VM 102 up): tests count from an
+ * index taken before the session acts.
+ */
 export function startedCalls(host: PveHost, from = 0): Invocation[] {
   return invocations(host.nodeRoot).slice(from).filter((call) => call.started);
 }

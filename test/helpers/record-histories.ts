@@ -1,6 +1,6 @@
 /**
  * Records the workflow histories that test/session-replay.test.ts replays, from real sessions on
- * a real Temporal dev server (real sshd, real dispatcher, simulated qm):
+ * a real Temporal dev server (real sshd, real dispatcher, the lab's qm over a real QEMU):
  *
  *   npx tsx test/helpers/record-histories.ts            # all scenarios
  *   npx tsx test/helpers/record-histories.ts cycle      # only the named ones
@@ -118,7 +118,7 @@ export const SCENARIOS: Record<string, Scenario> = {
 };
 
 /**
- * The simulated PVE host's forensics include the recording machine's own kernel log (`dmesg`):
+ * The lab PVE host's forensics include the recording machine's own kernel log (`dmesg`):
  * not ours to commit. The workflow never branches on section output, so replacing it leaves the
  * history exactly as replayable.
  */
