@@ -105,7 +105,7 @@ function failure(raw: RawResult, verb: PveVerb): SshError {
       const output = failedStep?.output.trim() ?? '';
       const detail = failedStep
         ? `${failedStep.name} exited ${failedStep.exit}${failedStep.timed_out ? ' (timed out on the host)' : ''}${output ? `: ${output}` : ''}`
-        : raw.reason ?? 'failed';
+        : (raw.reason ?? (raw.qemu_survived ? 'qm stop reported success, but the QEMU process did not go away' : 'failed'));
       if (failedStep && LOCKED.test(output)) return new SshError('vm_locked', `${verb} refused: ${output}`, parseMutation(raw));
       if (raw.qemu_survived) {
         // Both facts matter at 3 a.m.: why the step failed, and that the old QEMU is still there.

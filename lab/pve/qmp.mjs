@@ -32,7 +32,11 @@ function converse(socketPath, { greeting, messages, timeoutMs, sentinel = false 
       if (error) reject(error);
       else resolve(value);
     }
-    const send = () => socket?.write(`${JSON.stringify(messages[step])}\n`);
+    // Each QMP command carries an id and only its own reply counts: after a blocked main loop
+    // resumes, replies meant for earlier, abandoned clients can still arrive (qemu-server's
+    // client matches ids the same way). The agent has no ids; guest-sync-delimited does that.
+    const tag = `bg-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
+    const send = () => socket?.write(`${JSON.stringify(greeting ? { ...messages[step], id: `${tag}-${step}` } : messages[step])}\n`);
     function onData(/** @type {Buffer} */ chunk) {
       // guest-sync-delimited: the agent sends 0xFF before its reply so stale bytes can be skipped.
       buffer += sentinel ? chunk.toString('latin1').replace(/\xff/g, '') : chunk.toString('utf8');
@@ -55,6 +59,7 @@ function converse(socketPath, { greeting, messages, timeoutMs, sentinel = false 
           }
           continue;
         }
+        if (greeting && message.id !== `${tag}-${step}`) continue;
         if ('error' in message) return finish(new CommandError(message.error.desc ?? JSON.stringify(message.error)));
         if (!('return' in message)) continue;
         step++;

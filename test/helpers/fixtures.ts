@@ -111,7 +111,7 @@ export interface PveFixture {
   waitForLog(pattern: RegExp, timeoutMs?: number): Promise<string>;
   /** Entries of the dispatcher's journal and forensics dirs (proof that nothing was recorded). */
   stateEntries(): string[];
-  /** A fresh VM (new QEMU, empty invocation log) with the given pending config and faults. */
+  /** A fresh VM (new QEMU; the invocation log holds only the lab's own `qm start`) with the given pending config and faults. */
   resetVm(options?: { running?: boolean; pending?: Record<string, string>; faults?: string[] }): Promise<void>;
   stop(): Promise<void>;
 }
