@@ -607,7 +607,7 @@ async function waitForEntry(port: number, id: string, marker: string): Promise<{
 function sendAndHangUp(port: number, ask: HttpAsk): Promise<HttpAnswer> {
   return new Promise((resolve, reject) => {
     {
-      const req = request({ host: '127.0.0.1', port, method: ask.method, path: ask.path, headers: ask.headers ?? {}, timeout: 15_000 }, (res) => {
+      const req = request({ host: '127.0.0.1', port, method: ask.method, path: ask.path, headers: ask.headers ?? {}, timeout: 30_000 }, (res) => {
         const status = res.statusCode ?? 0;
         if (status === 200) {
           req.destroy();
