@@ -14,6 +14,7 @@ import { approvalUpdate, endSessionSignal, operatorMessageUpdate } from '../work
 import type { TranscriptEntry } from '../workflows/session-types.js';
 import { hostLog } from './helpers/fault-tools.js';
 import { startSessionEnv, uniqueQueue, waitForTranscript, type SessionEnv } from './helpers/session-env.js';
+import { expectOrdered } from './helpers/order.js';
 
 type Entry<T extends TranscriptEntry['type']> = Extract<TranscriptEntry, { type: T }>;
 const ofType = <T extends TranscriptEntry['type']>(entries: TranscriptEntry[], type: T) => entries.filter((e): e is Entry<T> => e.type === type);
@@ -55,8 +56,7 @@ describe('agent scenarios end to end', () => {
     const cycle = ofType(entries, 'verb-result')[0]!;
     expect(cycle.result.verb).toBe('cycle');
     const cycleForensics = entries.findIndex((e) => e.type === 'forensics' && e.trigger === 'cycle');
-    expect(cycleForensics).toBeGreaterThan(-1);
-    expect(cycleForensics).toBeLessThan(types.indexOf('verb-result'));
+    expectOrdered({ 'forensics before the cycle': cycleForensics, 'verb-result': types.indexOf('verb-result') });
     // On the host: the workflow's capture and the dispatcher's own (under the cycle) before `qm stop`.
     const log = hostLog(env.pve);
     const at = (pattern: RegExp) => log.findIndex((line) => pattern.test(line));
@@ -114,8 +114,7 @@ describe('agent scenarios end to end', () => {
     const unit = await runSshCommand(env.activityDeps.devvm, { command: `systemctl is-active ${OOM_UNIT}`, deadlineMs: 15_000 });
     expect(unit.stdout.text.trim()).toBe('active');
     const types = done.map((e) => e.type);
-    expect(types.indexOf('approval')).toBeGreaterThan(-1);
-    expect(types.indexOf('approval')).toBeLessThan(done.indexOf(fix));
+    expectOrdered({ approval: types.indexOf('approval'), 'the fix': done.indexOf(fix) });
     // A guest-level fix: no PVE mutation at all.
     expect(invocations(env.pve.nodeRoot).slice(callsBefore).filter((c) => c.started && ['reset', 'stop', 'start'].includes(c.argv[0] ?? ''))).toHaveLength(0);
     await handle.signal(endSessionSignal, { operator: 'alice' });

@@ -15,6 +15,7 @@ import { guestOomScenario, injectionScenario, ioStallScenario } from '../lab/mes
 import { startMessagesApi, type MessagesApi, type Script } from '../lab/messages-api/server.js';
 import { approvalRule } from '../workflows/policy.js';
 import { DEFAULT_POLICY, type SessionPolicy, type WorkItem } from '../workflows/session-types.js';
+import { expectOrdered } from './helpers/order.js';
 
 type Draft = AgentTranscriptEntry extends infer E ? (E extends AgentTranscriptEntry ? Omit<E, 'seq' | 'at'> : never) : never;
 
@@ -205,9 +206,8 @@ describe('scenario: guest OOM', () => {
     // Read-only commands ran at once; the restart only after bob approved it.
     expect(played.executed).toEqual(['journalctl -k -n 200 --no-pager', 'systemctl --failed', 'free -m', 'sudo systemctl restart app-server']);
     const types = played.entries.map((entry) => entry.type);
-    expect(types.indexOf('approval-needed')).toBeLessThan(types.indexOf('approval'));
     const restartResult = played.entries.findIndex((entry) => entry.type === 'command-result' && entry.result.command.startsWith('sudo'));
-    expect(types.indexOf('approval')).toBeLessThan(restartResult);
+    expectOrdered({ 'approval-needed': types.indexOf('approval-needed'), approval: types.indexOf('approval'), 'the restart': restartResult });
     expect(played.texts[1]).toMatch(/OOM killer killed app-server \(pid 2211\)/);
     expect(played.texts[2]).toMatch(/Waiting for an operator to approve `sudo systemctl restart app-server`/);
     expect(played.texts[3]).toMatch(/Fixed at guest level: app-server restarted/);

@@ -9,6 +9,7 @@ import { LiveBus } from '../server/live-bus.js';
 import { Sessions } from '../server/sessions.js';
 import { DEFAULT_POLICY, type TranscriptEntry } from '../workflows/session-types.js';
 import { startSessionEnv, uniqueQueue, type SessionEnv } from './helpers/session-env.js';
+import { expectOrdered } from './helpers/order.js';
 
 const ALICE = 'alice-token-0123456789abcdef';
 const BOB = 'bob-token-0123456789abcdefgh';
@@ -158,7 +159,7 @@ describe('HTTP API with token auth', () => {
     }, 60_000);
     expect(afterCycle.find((e) => e.type === 'approval')).toMatchObject({ operator: 'bob', decision: 'approve' });
     const types = afterCycle.map((e) => e.type);
-    expect(types.lastIndexOf('forensics')).toBeLessThan(types.indexOf('verb-result'));
+    expectOrdered({ forensics: types.lastIndexOf('forensics'), 'verb-result': types.indexOf('verb-result') });
 
     const view = (await (await fetch(`${base}/api/sessions/${id}`, { headers: { authorization: `Bearer ${BOB}` } })).json()) as { state: { lastVerb: string; vm: { pid: number } } };
     expect(view.state.lastVerb).toBe('cycle');

@@ -12,6 +12,7 @@ import { loadConfig } from '../server/config.js';
 import { startBreakglass, type Running } from '../server/start.js';
 import type { TranscriptEntry } from '../workflows/session-types.js';
 import { startSessionEnv, uniqueQueue, type SessionEnv } from './helpers/session-env.js';
+import { expectOrdered } from './helpers/order.js';
 
 const TOKEN = 'ops-token-0123456789abcdef';
 const sha = (text: string) => createHash('sha256').update(text).digest('hex');
@@ -135,10 +136,9 @@ describe('the composed product', () => {
     }
     controller.abort();
     const liveAt = text.indexOf('event: live');
-    expect(liveAt).toBeGreaterThan(-1);
-    expect(text.slice(liveAt)).toMatch(/"kind":"stdout","text":"tick1/);
     // The live preview arrived before the command's final record.
-    expect(liveAt).toBeLessThan(text.indexOf('"command-result"'));
+    expectOrdered({ 'live preview': liveAt, 'command-result': text.indexOf('"command-result"') });
+    expect(text.slice(liveAt)).toMatch(/"kind":"stdout","text":"tick1/);
     await post(base, `/api/sessions/${id}/end`, {});
   });
 

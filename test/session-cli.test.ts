@@ -36,6 +36,7 @@ import {
   sleep,
 } from './helpers/fault-tools.js';
 import { startSessionEnv, stateOf, transcriptOf, uniqueQueue, waitForTranscript, type SessionEnv } from './helpers/session-env.js';
+import { expectInOrder, expectOrdered } from './helpers/order.js';
 
 let env: SessionEnv;
 
@@ -116,9 +117,7 @@ describe('cancel from the CLI', () => {
       expect(result[0]!.result.newPid).not.toBe(result[0]!.result.oldPid);
       // The whole non-cancellable part ran: the verb, then the wait for the devvm.
       expect(entriesOf(entries, 'forensics')).toHaveLength(1);
-      expect(types.indexOf('forensics')).toBeLessThan(types.indexOf('verb-result'));
-      expect(types.indexOf('verb-result')).toBeLessThan(types.indexOf('devvm-wait'));
-      expect(types.indexOf('devvm-wait')).toBeLessThan(types.indexOf('session-ended'));
+      expectInOrder(types, 'forensics', 'verb-result', 'devvm-wait', 'session-ended');
       expect(entries.at(-1)).toMatchObject({ type: 'session-ended', outcome: 'cancelled' });
       // The host finished the verb it had started, once; the log shows it completed.
       expect(mutatingVerbsRun(env.pve, callsBefore)).toEqual(['stop', 'start']);
@@ -232,7 +231,7 @@ describe('reset from the CLI', () => {
     // The host journal answered with the first run's result instead of acting again.
     expect(replayedResult[0]!.result.replayed).toBe(true);
     expect(entriesOf(second.entries, 'forensics')[0]!.result.replayed).toBe(true);
-    expect(typesOf(second.entries).indexOf('forensics')).toBeLessThan(typesOf(second.entries).indexOf('verb-result'));
+    expectInOrder(typesOf(second.entries), 'forensics', 'verb-result');
     expect(mutatingVerbsRun(env.pve, callsBefore)).toEqual(['stop', 'start']);
 
     // 2. Nothing re-applied: the original run reset to its first workflow task (the re-applied
@@ -434,8 +433,7 @@ describe('continue-as-new under a low server threshold', () => {
     for (const run of runs) {
       for (const result of entriesOf(run.entries, 'verb-result')) {
         const forensics = run.entries.findIndex((e) => e.type === 'forensics' && e.key === result.key);
-        expect(forensics).toBeGreaterThan(-1);
-        expect(forensics).toBeLessThan(run.entries.indexOf(result));
+        expectOrdered({ forensics, 'verb-result': run.entries.indexOf(result) });
       }
     }
     // The boundary fell between the two cycles: r2 was carried over and ran in a later run.

@@ -31,6 +31,7 @@ import {
   type WorkerProcess,
 } from './helpers/fault-tools.js';
 import { startSessionEnv, stateOf, transcriptOf, uniqueQueue, waitForTranscript, type SessionEnv } from './helpers/session-env.js';
+import { expectInOrder } from './helpers/order.js';
 
 let env: SessionEnv;
 let bundlePath: string;
@@ -239,7 +240,7 @@ describe('a worker SIGKILLed during a cycle', () => {
     const types = entries.map((e) => e.type);
     expect(entriesOf(entries, 'forensics')).toHaveLength(1);
     expect(entriesOf(entries, 'verb-result')).toHaveLength(1);
-    expect(types.indexOf('forensics')).toBeLessThan(types.indexOf('verb-result'));
+    expectInOrder(types, 'forensics', 'verb-result');
     const result = entriesOf(entries, 'verb-result')[0]!.result;
     expect(result.ok).toBe(true);
     expect(result.newPid).not.toBe(result.oldPid);
@@ -353,7 +354,7 @@ describe('a worker SIGKILLed during a reset, a stop or a start', () => {
     const types = entries.map((e) => e.type);
     expect(entriesOf(entries, 'forensics')).toHaveLength(1);
     expect(entriesOf(entries, 'verb-result')).toHaveLength(1);
-    expect(types.indexOf('forensics')).toBeLessThan(types.indexOf('verb-result'));
+    expectInOrder(types, 'forensics', 'verb-result');
     const result = entriesOf(entries, 'verb-result')[0]!.result;
     expect(result).toMatchObject({ ok: true, verb: point.verb, requestId: ctx.mutationId, replayed: point.replayed.mutation });
     if (point.replayed.forensics !== undefined) expect(entriesOf(entries, 'forensics')[0]!.result.replayed).toBe(point.replayed.forensics);
@@ -422,7 +423,7 @@ describe('the Temporal dev server restarted mid-session', () => {
     const types = entries.map((e) => e.type);
     expect(entriesOf(entries, 'verb-result')).toHaveLength(1);
     expect(entriesOf(entries, 'forensics')).toHaveLength(1);
-    expect(types.indexOf('forensics')).toBeLessThan(types.indexOf('verb-result'));
+    expectInOrder(types, 'forensics', 'verb-result');
     expect(entriesOf(entries, 'verb-result')[0]!.result.ok).toBe(true);
     expect(mutatingVerbsRun(env.pve, callsBefore)).toEqual(['stop', 'start']);
     // Sequence numbers are gap-free: nothing acknowledged was dropped and re-numbered.
@@ -472,7 +473,7 @@ describe('retries of a mutating verb', () => {
     expect(mutatingVerbsRun(env.pve, callsBefore)).toEqual(['stop', 'start']);
     const types = entries.map((e) => e.type);
     expect(entriesOf(entries, 'forensics')).toHaveLength(1);
-    expect(types.indexOf('forensics')).toBeLessThan(types.indexOf('verb-result'));
+    expectInOrder(types, 'forensics', 'verb-result');
 
     await handle.signal(endSessionSignal, { operator: 'alice', reason: 'done' });
     expect(await handle.result()).toBe('recovered');
@@ -512,8 +513,7 @@ describe('retries of a mutating verb', () => {
       expect(entriesOf(entries, 'verb-result')).toHaveLength(0);
       const types = entries.map((e) => e.type);
       expect(entriesOf(entries, 'forensics')).toHaveLength(1);
-      expect(types.indexOf('forensics')).toBeLessThan(types.indexOf('outcome-unknown'));
-      expect(types.indexOf('outcome-unknown')).toBeLessThan(types.indexOf('paused'));
+      expectInOrder(types, 'forensics', 'outcome-unknown', 'paused');
       expect(entriesOf(entries, 'paused')[0]).toMatchObject({ operator: 'system' });
       const state = await stateOf(handle);
       expect(state.paused).toBe(true);

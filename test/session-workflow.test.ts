@@ -5,6 +5,7 @@ import { invocations } from '../lab/pve/pve-node.mjs';
 import { requestVerbUpdate, requestCommandUpdate, endSessionSignal } from '../workflows/messages.js';
 import type { TranscriptEntry } from '../workflows/session-types.js';
 import { startSessionEnv, uniqueQueue, waitForTranscript, type SessionEnv } from './helpers/session-env.js';
+import { expectInOrder } from './helpers/order.js';
 
 /** qm reset/stop/start calls that started, from index `from` of the invocation log on. */
 const mutatingCalls = (nodeRoot: string, from: number) =>
@@ -31,8 +32,7 @@ describe('breakglass session workflow', () => {
     expect(accepted.approvalId).toBeNull();
     const entries = await waitForTranscript(handle, (all) => all.some((e) => e.type === 'devvm-wait'));
     const types = entries.map((e) => e.type);
-    expect(types.indexOf('forensics')).toBeGreaterThan(-1);
-    expect(types.indexOf('forensics')).toBeLessThan(types.indexOf('verb-result'));
+    expectInOrder(types, 'forensics', 'verb-result');
     const result = entries.find((e): e is Extract<TranscriptEntry, { type: 'verb-result' }> => e.type === 'verb-result')!.result;
     expect(result.ok).toBe(true);
     expect(result.newPid).not.toBe(result.oldPid);
