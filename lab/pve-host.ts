@@ -110,13 +110,20 @@ export async function startPveHost(options: PveHostOptions): Promise<PveHost> {
     dmesg_lines: 40,
     ...options.config,
   };
-  await writeFile(configFile, Object.entries(config).map(([key, value]) => `${key}=${value}`).join('\n') + '\n');
-  await chmod(configFile, 0o644);
-  await writeFile(logFile, '');
-  const sshd = await startSshd({
-    dir: join(dir, 'sshd'),
-    authorizedKeys: [forcedCommandLine(configFile, options.clientPublicKey), ...(options.extraAuthorizedKeys ?? [])],
-  });
+  let sshd: RunningSshd;
+  try {
+    await writeFile(configFile, Object.entries(config).map(([key, value]) => `${key}=${value}`).join('\n') + '\n');
+    await chmod(configFile, 0o644);
+    await writeFile(logFile, '');
+    sshd = await startSshd({
+      dir: join(dir, 'sshd'),
+      authorizedKeys: [forcedCommandLine(configFile, options.clientPublicKey), ...(options.extraAuthorizedKeys ?? [])],
+    });
+  } catch (error) {
+    // The caller gets no handle to stop: the VM started above must not outlive this failure.
+    await killVm(nodeRoot);
+    throw error;
+  }
   return {
     sshd,
     nodeRoot,

@@ -63,19 +63,25 @@ go_tool() {
 }
 
 apt_updated=0
-# apt_tool NAME PACKAGE BINARY
+# apt_install WHAT PACKAGE...: apt-get update (once per run) and install, or stop naming WHAT.
+apt_install() {
+  what=$1; shift
+  command -v apt-get >/dev/null 2>&1 || die "$what is missing and apt-get is unavailable: install Debian package(s) $*"
+  [ "$(id -u)" = 0 ] || die "$what is missing; installing Debian package(s) $* needs root"
+  say "installing Debian package(s) $*"
+  if [ "$apt_updated" = 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null || die "apt-get update failed"
+    apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null \
+    || die "apt-get install $* failed"
+}
+
+# apt_tool NAME PACKAGE BINARY: the package when BINARY is missing, then BINARY linked as NAME.
 apt_tool() {
   name=$1 package=$2 binary=$3
   if [ ! -x "$binary" ]; then
-    command -v apt-get >/dev/null 2>&1 || die "$name ($binary) is missing and apt-get is unavailable: install Debian package '$package'"
-    [ "$(id -u)" = 0 ] || die "$name ($binary) is missing; installing Debian package '$package' needs root"
-    say "installing Debian package $package"
-    if [ "$apt_updated" = 0 ]; then
-      DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null || die "apt-get update failed"
-      apt_updated=1
-    fi
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$package" >/dev/null \
-      || die "apt-get install $package failed"
+    apt_install "$name ($binary)" "$package"
     [ -x "$binary" ] || die "package $package installed but $binary is still missing"
   fi
   link "$binary" "$name"
@@ -87,17 +93,8 @@ apt_packages() {
   for package in "$@"; do
     dpkg-query -W -f '${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $package"
   done
-  [ -n "$missing" ] || return 0
-  command -v apt-get >/dev/null 2>&1 || die "Debian packages missing and apt-get unavailable:$missing"
-  [ "$(id -u)" = 0 ] || die "Debian packages missing; installing them needs root:$missing"
-  say "installing Debian packages:$missing"
-  if [ "$apt_updated" = 0 ]; then
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null || die "apt-get update failed"
-    apt_updated=1
-  fi
   # shellcheck disable=SC2086 # one word per package
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null \
-    || die "apt-get install failed for:$missing"
+  [ -z "$missing" ] || apt_install "a Debian package" $missing
 }
 
 QEMU_PACKAGES='qemu-system-x86 qemu-utils'
