@@ -29,8 +29,8 @@ import { freezeStorage, stopStorage, usesStoragePath } from './qemu.mjs';
 import {
   applyPending,
   isAlive,
+  freeze,
   paths,
-  procState,
   readConfig,
   readLabState,
   readPid,
@@ -173,8 +173,7 @@ export async function setFault(/** @type {string} */ root, /** @type {string} */
     case 'dstate': {
       // The real part: QEMU stops answering anything (SIGSTOP). The played part is in qm stop.
       const pid = runningPid(root, vmid);
-      if (pid !== null) signal(pid, on ? 'SIGSTOP' : 'SIGCONT');
-      for (let i = 0; pid !== null && i < 100 && (procState(pid) === 'T') !== on; i++) await new Promise((r) => setTimeout(r, 10));
+      if (pid !== null) await freeze(pid, on);
       break;
     }
     default:

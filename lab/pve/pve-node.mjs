@@ -174,6 +174,13 @@ export function signal(/** @type {number} */ pid, /** @type {NodeJS.Signals} */ 
 
 export const sleep = (/** @type {number} */ ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** SIGSTOP (frozen) or SIGCONT; signals land asynchronously, so wait until /proc shows it. */
+export async function freeze(/** @type {number} */ pid, /** @type {boolean} */ frozen) {
+  if (!isAlive(pid)) return;
+  signal(pid, frozen ? 'SIGSTOP' : 'SIGCONT');
+  for (let i = 0; i < 100 && (procState(pid) === 'T') !== frozen; i++) await sleep(10);
+}
+
 /** Waits until pid is gone (or a zombie) or ms pass; true when gone. */
 export async function waitGone(/** @type {number} */ pid, /** @type {number} */ ms) {
   const deadline = Date.now() + ms;

@@ -12,7 +12,7 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { isAlive, paths, procState, readLabState, readPid, signal, sleep, waitGone } from './pve-node.mjs';
+import { freeze, isAlive, paths, readLabState, readPid, signal, waitGone } from './pve-node.mjs';
 
 const QEMU = process.env.BREAKGLASS_QEMU ?? 'qemu-system-x86_64';
 const STORAGE_DAEMON = process.env.BREAKGLASS_QEMU_STORAGE_DAEMON ?? 'qemu-storage-daemon';
@@ -157,10 +157,7 @@ export async function startStorage(/** @type {string} */ root, /** @type {Record
 /** Freezes (SIGSTOP) or thaws the storage daemon: the disk's I/O stops or moves again. */
 export async function freezeStorage(/** @type {string} */ root, /** @type {boolean} */ frozen, vmid = 102) {
   const pid = readPid(paths(root, vmid).storagePidFile);
-  if (pid === null || !isAlive(pid)) return;
-  signal(pid, frozen ? 'SIGSTOP' : 'SIGCONT');
-  // Signals land asynchronously: return once the kernel shows the new state.
-  for (let i = 0; i < 100 && (procState(pid) === 'T') !== frozen; i++) await sleep(10);
+  if (pid !== null) await freeze(pid, frozen);
 }
 
 export async function stopStorage(/** @type {string} */ root, vmid = 102) {
@@ -194,4 +191,3 @@ export async function startQemu(/** @type {string} */ root, /** @type {Record<st
   return pid;
 }
 
-export { sleep };

@@ -20,7 +20,7 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { SocketTimeout, qga, qmp } from './qmp.mjs';
+import { SocketTimeout, qga, qmp, qmpQueue } from './qmp.mjs';
 import { startQemu, stopStorage } from './qemu.mjs';
 import {
   applyPending,
@@ -229,31 +229,28 @@ const verbs = {
     let blockstat = [];
     if (pid) {
       stat.pid = pid;
-      // vmstatus always asks QMP (even without --verbose), under one 3 s budget; answers that
-      // do not come are silently absent, and qmpstatus then falls back to a copy of status.
-      // (The QMP-only fields are those of Proxmox's own QEMU build, which answers
-      // query-proxmox-support; stock QEMU would answer only query-status.)
-      const socket = paths(root, vmid).qmpSocket;
-      const deadline = Date.now() + STATUS_QMP_TIMEOUT_MS;
-      const left = () => Math.max(1, deadline - Date.now());
-      try {
-        const st = /** @type {{ status: string }} */ (await qmp(socket, 'query-status', {}, left()));
-        stat.qmpstatus = st.status;
-        const stats = /** @type {{ device: string, qdev?: string, stats: Record<string, number> }[]} */ (await qmp(socket, 'query-blockstats', {}, left()));
+      // vmstatus always asks QMP (even without --verbose): one connection, one 3 s budget for the
+      // whole queue; answers that do not come are silently absent, and qmpstatus then falls back
+      // to a copy of status. (The QMP-only fields are those of Proxmox's own QEMU build, which
+      // answers query-proxmox-support; stock QEMU would answer only query-status.)
+      const [st, stats, version, machines] = /** @type {[
+        { status: string } | undefined,
+        { device: string, stats: Record<string, number> }[] | undefined,
+        { qemu: { major: number, minor: number, micro: number } } | undefined,
+        { name: string, 'is-current'?: boolean }[] | undefined,
+      ]} */ (await qmpQueue(paths(root, vmid).qmpSocket, ['query-status', 'query-blockstats', 'query-version', 'query-machines'], STATUS_QMP_TIMEOUT_MS));
+      if (st) stat.qmpstatus = st.status;
+      if (stats) {
         stat.diskread = stats.reduce((sum, d) => sum + (d.stats.rd_bytes ?? 0), 0);
         stat.diskwrite = stats.reduce((sum, d) => sum + (d.stats.wr_bytes ?? 0), 0);
         blockstat = ['blockstat:'];
         for (const d of stats.filter((d) => d.device.startsWith('drive-')).sort((a, b) => a.device.localeCompare(b.device))) {
           blockstat.push(`\t${d.device.replace(/^drive-/, '')}:`, ...keyValueLines(d.stats).map((line) => `\t\t${line}`));
         }
-        const version = /** @type {{ qemu: { major: number, minor: number, micro: number } }} */ (await qmp(socket, 'query-version', {}, left()));
-        stat['running-qemu'] = `${version.qemu.major}.${version.qemu.minor}.${version.qemu.micro}`;
-        const machines = /** @type {{ name: string, 'is-current'?: boolean }[]} */ (await qmp(socket, 'query-machines', {}, left()));
-        const current = machines.find((m) => m['is-current']);
-        if (current) stat['running-machine'] = current.name;
-      } catch {
-        // the rest of the answers never came
       }
+      if (version) stat['running-qemu'] = `${version.qemu.major}.${version.qemu.minor}.${version.qemu.micro}`;
+      const current = machines?.find((m) => m['is-current']);
+      if (current) stat['running-machine'] = current.name;
     }
     stat.qmpstatus ??= status;
     if (!opts.verbose) return print([`status: ${stat.qmpstatus}`]);
