@@ -27,6 +27,8 @@ interface Watch {
 
 export class SessionEvents {
   private readonly watches = new Map<string, Watch>();
+  /** Polls under way: close() waits for them, so none is left retrying on a closed connection. */
+  private readonly inFlight = new Set<Promise<void>>();
 
   constructor(
     private readonly sessions: Sessions,
@@ -59,7 +61,7 @@ export class SessionEvents {
         unsubscribeLive: this.live.subscribe(id, (chunk) => this.broadcast(created, { type: 'live', chunk })),
         polling: false,
       };
-      created.timer = setInterval(() => void this.poll(id, created), this.pollMs);
+      created.timer = setInterval(() => this.track(this.poll(id, created)), this.pollMs);
       this.watches.set(id, created);
       watch = created;
     }
@@ -78,8 +80,15 @@ export class SessionEvents {
     };
   }
 
-  close(): void {
+  /** Stops every watch and resolves once no poll is running (before the Temporal client closes). */
+  async close(): Promise<void> {
     for (const [id, watch] of this.watches) this.stopWatch(id, watch);
+    await Promise.all(this.inFlight);
+  }
+
+  private track(poll: Promise<void>) {
+    this.inFlight.add(poll);
+    void poll.finally(() => this.inFlight.delete(poll));
   }
 
   private stopWatch(id: string, watch: Watch) {

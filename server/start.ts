@@ -204,7 +204,7 @@ export async function startBreakglass(config: Config, options: StartOptions = {}
     });
     url = await app.listen({ host: config.listen.host, port: config.listen.port });
     closers.unshift(async () => {
-      events.close();
+      await events.close();
       await app.close();
     });
   } else {

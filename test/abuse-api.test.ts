@@ -516,6 +516,7 @@ describe('abuse: a slice of generated requests against the real stack (Temporal 
   let port: number;
   let app: Awaited<ReturnType<typeof buildApp>>;
   let sessionId: string;
+  let events: SessionEvents | undefined;
 
   beforeAll(async () => {
     env = await startSessionEnv();
@@ -524,9 +525,10 @@ describe('abuse: a slice of generated requests against the real stack (Temporal 
     // Mutating verbs wait for approval and devvm commands need one: a generated valid request
     // is recorded, never run against the (simulated) hosts.
     const sessions = new Sessions(env.client, { taskQueue: queue, target: { devvm: 'devvm', vmid: 102 }, policy: { ...DEFAULT_POLICY, mutatingVerbs: 'approve', devvmCommands: 'allowlist' }, namespace: 'default' });
+    events = new SessionEvents(sessions, new LiveBus(), 100);
     app = await buildApp({
       sessions,
-      events: new SessionEvents(sessions, new LiveBus(), 100),
+      events,
       auth: createAuthenticator(tokenConfig()),
       readiness: async () => ({ temporal: true, worker: true }),
       temporalUiUrl: null,
@@ -543,10 +545,10 @@ describe('abuse: a slice of generated requests against the real stack (Temporal 
 
   afterAll(async () => {
     console.log(report('abuse-api (real stack slice)', realTally));
+    // Polls still in flight finish before their Temporal connection goes.
+    await events?.close();
     await app?.close();
     closeAgent();
-    // Let queries the closed streams had in flight settle before their Temporal connection goes.
-    await new Promise((r) => setTimeout(r, 1_000));
     await env?.teardown();
   });
 
