@@ -1,6 +1,7 @@
 import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { scopeDir } from './pve/cgroups.mjs';
 import { initVm, killVm, writeQmWrapper } from './pve/lab-vm.mjs';
 import { paths } from './pve/pve-node.mjs';
 import { devvmOf, loadGuestImage, type Devvm } from './devvm.js';
@@ -14,7 +15,7 @@ export const DISPATCHER = join(REPO_ROOT, 'host/pve/pve-dispatch');
 /** Install-config values (host/pve/pve.conf.example documents each key). */
 export type DispatcherConfig = Partial<Record<
   'lock_wait' | 'status_lock_wait' | 'status_timeout' | 'section_timeout' | 'qmp_timeout' | 'blockstats_interval'
-  | 'reset_timeout' | 'stop_timeout' | 'stop_grace' | 'start_timeout' | 'result_wait' | 'dmesg_lines', number>>;
+  | 'reset_timeout' | 'stop_timeout' | 'stop_grace' | 'start_timeout' | 'result_wait' | 'dmesg_lines' | 'ha_wait', number>>;
 
 export interface PveHostOptions {
   dir: string;
@@ -93,6 +94,12 @@ export async function startPveHost(options: PveHostOptions): Promise<PveHost> {
     qm_lock_dir: node.lockDir,
     // The lab logs VM 102's serial console to a file; forensics keeps its tail.
     console_log: node.serialLog,
+    // The VM's real cgroup-v2 scope (lab/pve/cgroups.mjs), or a path that never exists on a
+    // machine without a writable cgroup v2.
+    scope_dir: scopeDir(nodeRoot) ?? join(nodeRoot, 'sys/fs/cgroup/qemu.slice/102.scope'),
+    ha_resources: node.haResources,
+    // The lab's HA manager acts within seconds (haDelayS); a real one may take a minute.
+    ha_wait: 20,
     state_dir: stateDir,
     log_file: logFile,
     lock_wait: 10,

@@ -1,6 +1,8 @@
+import { readFileSync } from 'node:fs';
 import { runSshCommand } from '../activities/ssh/connection.js';
 import type { Devvm } from './devvm.js';
-import { incidentFixPending, setFault } from './pve/lab-vm.mjs';
+import { incidentFixPending, runQm, setFault } from './pve/lab-vm.mjs';
+import { paths } from './pve/pve-node.mjs';
 import { startPveHost, type PveHost, type PveHostOptions } from './pve-host.js';
 
 /**
@@ -48,6 +50,22 @@ export async function applyScenario(scenario: DevvmScenario, nodeRoot: string, d
   });
   if (writer.exitCode !== 0) throw new Error(`io-stall scenario: could not start the writer: ${writer.stderr.text}`);
   await setFault(nodeRoot, 'io_stall', true);
+  await stallShows(nodeRoot);
+}
+
+/**
+ * An operator arrives after the stall has shown itself: wait (up to 60 s) for the guest's first
+ * sign of it that forensics reads — its agent no longer answering, or its kernel reporting a
+ * hung task on the console. Flat block counters alone are what an idle guest shows too.
+ */
+async function stallShows(nodeRoot: string): Promise<void> {
+  const until = Date.now() + 60_000;
+  while (Date.now() < until) {
+    if (readFileSync(paths(nodeRoot).serialLog, 'utf8').includes('blocked for more than')) return;
+    if (!(await runQm(nodeRoot, ['guest', 'cmd', '102', 'ping']).then(() => true, () => false))) return;
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  throw new Error('io-stall scenario: the guest showed no sign of the stall within 60 s (agent still answering, no hung task)');
 }
 
 /**

@@ -2,11 +2,18 @@
  * The postmortem: a Markdown document built from the session's transcript alone, so it is the
  * same whoever downloads it, whenever.
  */
+import { ioVerdictLine, ioVerdictOf, mutationOutcome, pendingLine, phaseWords, survivorsLine, verifiedLine, type ForensicsSummary } from '../workflows/pve-types.js';
 import type { SessionState, TranscriptEntry } from '../workflows/session-types.js';
 
 const time = (ms: number) => new Date(ms).toISOString().replace('T', ' ').replace(/\.\d+Z$/, 'Z');
 const code = (text: string) => '```\n' + text.replace(/```/g, '`\u200b``') + '\n```';
 const oneLine = (text: string) => text.replace(/\s+/g, ' ').trim();
+
+/** "**I/O frozen (3 signs)**", "counters flat, no sign of a stall", "I/O moving", … */
+function forensicsVerdict(summary: ForensicsSummary): string {
+  const words = ioVerdictLine(summary);
+  return ioVerdictOf(summary) === 'frozen' ? `**${words}**` : words;
+}
 
 function line(entry: TranscriptEntry): string | null {
   switch (entry.type) {
@@ -30,13 +37,25 @@ function line(entry: TranscriptEntry): string | null {
       return `status: ${entry.result.vm.status}${entry.result.vm.qmpstatus ? `/${entry.result.vm.qmpstatus}` : ''}, pid ${entry.result.vm.pid ?? '-'}${entry.result.vm.pending.present ? ', pending config staged' : ''}`;
     case 'forensics': {
       const s = entry.result.summary;
-      return `forensics (${entry.trigger === 'on request' ? 'on request' : `before ${entry.trigger}`}) sha256 \`${entry.result.forensics.sha256}\` at ${entry.result.forensics.path}: QMP ${s.qmpAnswered ? `answered (${s.qmpStatus})` : 'silent'}, I/O ${s.ioFrozen === null ? 'not sampled' : s.ioFrozen ? '**frozen**' : 'moving'}${s.timedOutSections.length ? `, timed out: ${s.timedOutSections.join(', ')}` : ''}`;
+      return `forensics (${entry.trigger === 'on request' ? 'on request' : `before ${entry.trigger}`}) sha256 \`${entry.result.forensics.sha256}\` at ${entry.result.forensics.path}: QMP ${s.qmpAnswered ? `answered (${s.qmpStatus})` : 'silent'}, ${forensicsVerdict(s)}${s.timedOutSections.length ? `, timed out: ${s.timedOutSections.join(', ')}` : ''}`;
     }
     case 'verb-result': {
       const r = entry.result;
       const pids = r.verb === 'cycle' || r.verb === 'start' || r.verb === 'reset' ? `, pid ${r.oldPid ?? '-'} → ${r.newPid ?? '-'}` : '';
-      const extra = r.verb === 'cycle' ? `, pending config ${r.pendingApplied ? 'applied' : 'not applied'}` : r.verb === 'reset' && r.pendingUnapplied ? ', pending config NOT applied (a reset never applies it)' : '';
-      return `**${r.verb}** ${r.ok ? 'succeeded' : 'FAILED'}${r.replayed ? ' (result collected from the host journal)' : ''}${pids}${extra}`;
+      const outcome = mutationOutcome(r);
+      const facts = [
+        pendingLine(r),
+        r.verb === 'reset' && r.pendingUnapplied ? 'pending config NOT applied (a reset never applies it)' : '',
+        verifiedLine(r),
+        r.failedAt ? `failed at ${phaseWords(r.failedAt)}` : '',
+        r.reason ? oneLine(r.reason) : '',
+        r.overruledTasks?.length ? `qm stop aborted a running shutdown holding the VM's lock (${r.overruledTasks.join(', ')})` : '',
+        r.lockHolder ? `lock held by pid ${r.lockHolder.pid}${r.lockHolder.task ? ` (task \`${r.lockHolder.task}\`)` : ''}` : '',
+        r.qemuSurvived ? `**${survivorsLine(r.survivors, r.oldPid)}**` : '',
+        r.warning ? `warning: ${oneLine(r.warning)}` : '',
+      ].filter(Boolean);
+      const word = outcome === 'done' ? 'succeeded' : outcome === 'failed' ? 'FAILED' : 'acknowledged by QEMU, not confirmed';
+      return `**${r.verb}** ${word}${r.replayed ? ' (result collected from the host journal)' : ''}${pids}${facts.length ? ` — ${facts.join('; ')}` : ''}`;
     }
     case 'verb-failed':
       return `**${entry.verb} failed** (${entry.kind}): ${oneLine(entry.message)}`;
@@ -85,9 +104,16 @@ export function postmortem(id: string, state: SessionState, entries: TranscriptE
     if (entry.type !== 'forensics') continue;
     out.push(`### ${time(entry.at)} — ${entry.trigger === 'on request' ? 'on request' : `before ${entry.trigger}`}`, '');
     out.push(`sha256 \`${entry.result.forensics.sha256}\`, saved on the PVE host at \`${entry.result.forensics.path}\`.`, '');
-    for (const delta of entry.result.summary.blockDeltas) {
-      out.push(`- ${delta.device}: +${delta.writeBytes} bytes written, +${delta.readBytes} read between samples${delta.frozen ? ' — **frozen**' : ''}`);
+    const summary = entry.result.summary;
+    out.push(`Verdict: ${forensicsVerdict(summary)}.`, '');
+    for (const sentence of summary.ioEvidence ?? []) out.push(`- ${oneLine(sentence)}`);
+    for (const delta of summary.blockDeltas) {
+      out.push(`- ${delta.device}: +${delta.writeBytes} bytes written, +${delta.readBytes} read between samples${delta.frozen ? ' — no counter moved' : ''}`);
     }
+    if (summary.zombieLeader) out.push(`- QEMU's main thread ${summary.zombieLeader.pid} is a zombie while ${summary.zombieLeader.liveThreads} of its threads live`);
+    if (summary.scopePids?.length) out.push(`- processes in the VM scope: ${summary.scopePids.join(' ')}`);
+    if (summary.haManaged) out.push(`- HA-managed (requested state ${summary.haState ?? '?'})`);
+    for (const line of summary.hungTaskLines ?? []) out.push(`- guest console: \`${oneLine(line).replace(/`/g, "'")}\``);
     for (const section of entry.result.sections) {
       out.push(`- ${section.name}: exit ${section.exit}${section.timedOut ? ' **timed out**' : ''}, ${section.durationMs} ms`);
     }

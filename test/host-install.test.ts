@@ -15,6 +15,8 @@ const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const PVE_INSTALL = path.join(REPO, 'host/pve/install.sh');
 const DEVVM_INSTALL = path.join(REPO, 'host/devvm/install.sh');
 const DISPATCHER_SOURCE = path.join(REPO, 'host/pve/pve-dispatch');
+const DISPATCHER_PARTS = path.join(REPO, 'host/pve/dispatch');
+const CONFIG_SOURCE = path.join(DISPATCHER_PARTS, 'config.sh');
 const CONFIG_EXAMPLE = path.join(REPO, 'host/pve/pve.conf.example');
 
 const DISPATCHER = '/usr/local/lib/breakglass/pve-dispatch';
@@ -155,6 +157,15 @@ describe('host/pve/install.sh', () => {
     expect(await modeOf(installed)).toBe('755');
     expect(await modeOf(path.dirname(installed))).toBe('755');
     expect(await fs.readFile(installed, 'utf8')).toBe(await fs.readFile(DISPATCHER_SOURCE, 'utf8'));
+    // Its sourced parts beside it, root-owned 0644, each identical to host/pve/dispatch/.
+    const parts = (await fs.readdir(DISPATCHER_PARTS)).sort();
+    expect(parts).toEqual(['config.sh', 'forensics.sh', 'json.sh', 'verbs.sh', 'vm.sh']);
+    expect((await fs.readdir(path.join(path.dirname(installed), 'dispatch'))).sort()).toEqual(parts);
+    for (const part of parts) {
+      const file = path.join(path.dirname(installed), 'dispatch', part);
+      expect([part, await modeOf(file)]).toEqual([part, '644']);
+      expect(await fs.readFile(file, 'utf8')).toBe(await fs.readFile(path.join(DISPATCHER_PARTS, part), 'utf8'));
+    }
   });
 
   it('writes the install config 0644 from the example, with the vmid and escalate=sudo', async () => {
@@ -288,6 +299,25 @@ describe('host/pve/install.sh', () => {
     expect(await fs.readFile(logFile, 'utf8')).toContain('event=rejected');
   });
 
+  it('refuses to run when one of its parts is missing or writable by others, before it reads anything', async () => {
+    const dispatcher = path.join(root, DISPATCHER);
+    const part = path.join(path.dirname(dispatcher), 'dispatch', 'verbs.sh');
+    const conf = path.join(root, CONF);
+    try {
+      await fs.chmod(part, 0o664);
+      const writable = await run(dispatcher, [conf], { PATH: process.env.PATH, SSH_ORIGINAL_COMMAND: 'status' });
+      expect(writable.code).toBe(78);
+      expect(writable.stderr).toContain(`${part} must not be group- or world-writable`);
+      await fs.rename(part, `${part}.away`);
+      const missing = await run(dispatcher, [conf], { PATH: process.env.PATH, SSH_ORIGINAL_COMMAND: 'status' });
+      expect(missing.code).toBe(78);
+      expect(missing.stderr).toContain(`${part} is missing`);
+    } finally {
+      await fs.rename(`${part}.away`, part).catch(() => undefined);
+      await fs.chmod(part, 0o644);
+    }
+  });
+
   it('when run again, then nothing changes', async () => {
     const before = await snapshot(root);
     const again = await install(PVE_INSTALL, root, ['--public-key', publicKeyFile, '--from', FROM, '--vmid', '4711']);
@@ -346,7 +376,7 @@ describe('host/pve/install.sh', () => {
 
 describe('host/pve/pve.conf.example', () => {
   it('documents every key the dispatcher accepts, each with its default, and no other key', async () => {
-    const source = await fs.readFile(DISPATCHER_SOURCE, 'utf8');
+    const source = await fs.readFile(CONFIG_SOURCE, 'utf8');
     const keys = [...source.matchAll(/^CONFIG_KEYS="?'?(?:\$CONFIG_KEYS )?([a-z_ ]+)['"]?$/gm)].flatMap((m) => (m[1] ?? '').trim().split(/\s+/));
     expect(keys).toContain('vmid');
     expect(keys).toContain('dmesg_lines');

@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { runSshCommand, type CommandOutput } from '../activities/ssh/connection.js';
+import { summarizeForensics } from '../activities/pve/forensics.js';
 import { loadGuestImage } from '../lab/devvm.js';
 import { incidentFixPending, readVm } from '../lab/pve/lab-vm.mjs';
 import { paths, procState, readPid } from '../lab/pve/pve-node.mjs';
@@ -20,7 +21,7 @@ const verb = async (command: string, deadlineMs = 120_000) => {
   const out = await fx.call(command, deadlineMs);
   return { exit: out.exitCode, doc: JSON.parse(out.stdout.text) as Record<string, unknown> & { ok: boolean; result: string } };
 };
-type Section = { name: string; exit: number; timed_out: boolean; output: string };
+type Section = { name: string; exit: number; timed_out: boolean; duration_ms: number; output: string };
 const sections = (doc: Record<string, unknown>) => ((doc.document ?? doc) as { sections: Section[] }).sections;
 const section = (doc: Record<string, unknown>, name: string) => {
   const found = sections(doc).find((s) => s.name === name);
@@ -68,6 +69,15 @@ describe('a real devvm', () => {
     const forensics = await verb('forensics');
     expect(section(forensics.doc, 'guest agent ping')).toMatchObject({ exit: 0, timed_out: false });
     expect(section(forensics.doc, 'guest agent info').output).toContain('guest-ping');
+  });
+
+  test('an idle healthy guest is not called frozen, whatever its counters did', async () => {
+    // Let the boot's I/O settle, so the two samples may well be identical.
+    await new Promise((r) => setTimeout(r, 3_000));
+    const summary = summarizeForensics(sections((await verb('forensics')).doc));
+    expect(summary).toMatchObject({ qmpAnswered: true, guestAgentAnswered: true, dStateThreads: 0, ioFrozen: false });
+    expect(['flat', 'moving']).toContain(summary.ioVerdict);
+    expect(summary.hungTaskLines).toEqual([]);
   });
 });
 
@@ -126,6 +136,11 @@ describe('the 2026-06-11 stall, for real', () => {
     expect(section(doc, 'qmp query-status query-block query-blockstats').output).toContain('"status": "running"');
     expect(section(doc, 'guest agent ping').exit).not.toBe(0);
     expect(section(doc, 'guest console tail').output).toMatch(/INFO: task \S+:\d+ blocked for more than \d+ seconds/);
+    // The verdict: flat counters, corroborated by the silent agent and the hung tasks.
+    const summary = summarizeForensics(sections(doc));
+    expect(summary).toMatchObject({ ioVerdict: 'frozen', ioFrozen: true, qmpAnswered: true });
+    expect(summary.ioEvidence?.join(' ')).toMatch(/agent/i);
+    expect(summary.ioEvidence?.join(' ')).toMatch(/hung task|blocked/i);
   }, 90_000);
 
   test('a reset is not reported as success: QEMU stops answering and the devvm stays down', async () => {

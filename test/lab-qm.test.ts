@@ -6,13 +6,15 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { incidentFixPending, initVm, killVm, readVm, setFault, writeQmWrapper } from '../lab/pve/lab-vm.mjs';
+import { incidentFixPending, initVm, killVm, lockHeld, readVm, setFault, writeQmWrapper } from '../lab/pve/lab-vm.mjs';
 import { paths, procState, readLabState, readPid } from '../lab/pve/pve-node.mjs';
+import { freezerAvailable, scopePids, threadsOf } from '../lab/pve/cgroups.mjs';
+import { activeTasks } from '../lab/pve/tasks.mjs';
 import { qmp } from '../lab/pve/qmp.mjs';
 import { devvmOf, loadGuestImage } from '../lab/devvm.js';
 import { freePort } from '../lab/sshd.js';
 import { pidsWithArg } from '../lab/processes.js';
-import { removeDir, tempDir, timed } from './helpers/fixtures.js';
+import { removeDir, tempDir, timed, waitFor } from './helpers/fixtures.js';
 
 const exec = promisify(execFile);
 
@@ -213,20 +215,57 @@ describe('faults', () => {
   });
 });
 
-describe('played faults', () => {
-  test('dstate: QEMU is frozen for real, qm stop ends "OK" and unlinks its files while QEMU lives on', async () => {
+describe('D state, for real (cgroup-v1 freezer), and qm\'s task workers', () => {
+  const realDState = freezerAvailable() ? test : test.skip;
+
+  realDState('dstate: every QEMU thread in D; qm stop ends "OK" and unlinks its files while QEMU lives on in its scope, and qm start waits for that scope in vain', async () => {
     await initVm(root, { qmpQuitTimeoutS: 1 });
     const pid = readVm(root).pid as number;
     await setFault(root, 'dstate', true);
-    expect(procState(pid)).toBe('T');
+    expect(threadsOf(pid).map((t) => t.state)).toEqual(threadsOf(pid).map(() => 'D'));
     const stop = await qm('stop', '102', '--timeout', '1');
     // qemu-server does not check after SIGKILL: exit 0, files gone, status "stopped".
     expect(stop).toMatchObject({ code: 0, stdout: expect.stringContaining('VM still running - terminating now with SIGKILL') });
     expect((await qm('status', '102')).stdout).toBe('status: stopped\n');
-    expect(procState(pid)).toBe('T');
-    expect(readLabState(root).stoppedAlive).toContain(pid);
+    expect(procState(pid)).toBe('D'); // SIGKILL pending until the thaw
+    expect(scopePids(root)).toEqual([pid]);
+    const start = await timed(() => qm('start', '102'));
+    expect(start.value).toMatchObject({ code: 255, stderr: 'timeout waiting on systemd\n' });
+    expect(start.ms).toBeGreaterThanOrEqual(19_500);
     await killVm(root);
     expect(procState(pid) ?? 'gone').toMatch(/gone|Z/);
+    expect(scopePids(root)).toEqual([]);
+  }, 60_000);
+
+  realDState('zombie_leader: after the stop the main thread is a zombie while one thread stays in D, still in the scope', async () => {
+    await initVm(root, { qmpQuitTimeoutS: 1 });
+    const pid = readVm(root).pid as number;
+    await setFault(root, 'zombie_leader', true);
+    expect(await qm('stop', '102', '--timeout', '1')).toMatchObject({ code: 0 });
+    expect(procState(pid)).toBe('Z');
+    expect(threadsOf(pid).filter((t) => t.state === 'D').map((t) => t.comm)).toEqual(['call_rcu']);
+    expect(scopePids(root)).toEqual([pid]);
+    await killVm(root);
+    expect(scopePids(root)).toEqual([]);
+  }, 30_000);
+
+  test('a task runs in a worker named "task UPID:…" that outlives a killed front and keeps the lock', async () => {
+    await initVm(root);
+    await setFault(root, 'stop_hang', true);
+    const front = execFile(qmPath, ['stop', '102']);
+    const worker = await waitFor('the qmstop task', () => activeTasks(root).find((t) => t.type === 'qmstop'), 5_000);
+    expect(worker.upid).toMatch(/^UPID:lab:[0-9A-F]{8}:[0-9A-F]{8}:[0-9A-F]{8}:qmstop:102:root@pam:$/);
+    expect(readFileSync(`/proc/${worker.pid}/cmdline`, 'utf8')).toMatch(/^task UPID:lab:/);
+    await waitFor('the lock', () => (lockHeld(paths(root).lockFile) ? true : undefined), 5_000);
+    // What `timeout` does: SIGTERM (passed on to the worker, which a wedged stop ignores), then SIGKILL.
+    front.kill('SIGTERM');
+    await new Promise((r) => setTimeout(r, 300));
+    front.kill('SIGKILL');
+    await new Promise((r) => front.on('close', r));
+    expect(procState(worker.pid)).not.toBeNull();
+    expect(lockHeld(paths(root).lockFile)).toBe(true);
+    await killVm(root);
+    expect(lockHeld(paths(root).lockFile)).toBe(false);
   }, 30_000);
 });
 

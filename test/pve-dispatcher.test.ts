@@ -37,6 +37,8 @@ const SECTION_NAMES = [
   'guest agent ping',
   'guest agent info',
   'qemu process',
+  'vm scope',
+  'ha resource',
   'host dmesg tail',
   'qm lock file',
   'guest console tail',
@@ -221,9 +223,11 @@ hostBlock('PVE dispatcher: one verb at a time, busy and in-progress answers, a h
     await fx.waitForLog(/event=verb-done verb=stop request=fx-hung-0001 exit=1/, 30_000);
     const done = await rejection(pveMutation(fx.target, 'stop', { requestId: 'fx-hung-0001', deadlineMs: DEADLINE }));
     expect(done).toMatchObject({ kind: 'verb_failed', retryable: false });
-    expect(done.message).toContain('qm stop exited 124 (timed out on the host)');
+    // timeout's SIGTERM reaches qm's front, which passes it to its task worker (a wedged stop
+    // ignores it); the SIGKILL 2 s later ends the front only: exit 137.
+    expect(done.message).toContain('qm stop exited 137 (timed out on the host)');
     const detail = done.detail as MutationResult;
-    expect(detail).toMatchObject({ replayed: true, ok: false, qemuSurvived: true, survivor: { pid } });
+    expect(detail).toMatchObject({ replayed: true, ok: false, qemuSurvived: true, survivors: [{ pid }] });
     expect(detail.steps).toEqual([expect.objectContaining({ name: 'qm stop', timedOut: true })]);
     expect(detail.steps[0]!.durationMs).toBeGreaterThanOrEqual(14_500);
     expect(detail.steps[0]!.durationMs).toBeLessThan(20_000);
@@ -290,14 +294,15 @@ hostBlock('PVE dispatcher: faults of the real QEMU in forensics surface as clear
     await fx?.stop();
   });
 
-  step('when I/O is stalled while QMP answers (the 2026-06-11 case), then forensics completes with qmpAnswered and ioFrozen, and no QMP section times out', async () => {
+  step('when I/O is stalled while QMP answers (the 2026-06-11 case), then forensics completes with QMP answering, the flat counters of a guest-less disk not called a stall, and no QMP section times out', async () => {
     await freshVm(fx, { faults: ['io_stall'] });
     await expectDiskFrozen(fx);
     const result = await pveForensics(fx.target, { requestId: 'fx-iostall-0001', deadlineMs: DEADLINE });
-    // Without a guest the disk is idle anyway, so frozen counters do not tell a stall from
-    // idleness here: what this proves is that QMP keeps answering over a really frozen disk and
-    // that the two samples are read as one delta per device.
-    expect(result.summary).toMatchObject({ qmpAnswered: true, qmpStatus: 'running', ioFrozen: true, guestAgentAnswered: false, timedOutSections: [] });
+    // Without a guest nothing waits on the disk, so its flat counters are not called a stall
+    // (an idle guest's look the same): what this proves is that QMP keeps answering over a
+    // really frozen disk and that the two samples are read as one delta per device. The real
+    // stall's verdict is in lab-devvm.test.ts.
+    expect(result.summary).toMatchObject({ qmpAnswered: true, qmpStatus: 'running', ioFrozen: false, ioVerdict: 'flat', guestAgentAnswered: false, timedOutSections: [] });
     expect(result.summary.blockDeltas).toEqual([expect.objectContaining({ device: 'drive-scsi0' })]);
     expect(result.sections.find((s) => s.name === 'guest agent ping')).toMatchObject({ exit: 255, output: NO_AGENT });
     expect(storageDaemonState(fx)).toBe('T');
@@ -347,10 +352,10 @@ hostBlock('PVE dispatcher: faults in mutating verbs surface as typed errors', ()
   step('when QEMU cannot be killed (D state), then stop fails as verb_failed with the survivor reported, although qm stop exited 0 and status says stopped', async () => {
     const mark = await freshVm(fx, { faults: ['dstate'] });
     const pid = readVm(fx.host.nodeRoot).pid!;
-    expect(procState(pid)).toBe('T');
+    expect(procState(pid)).toBe('D');
     const error = await rejection(pveMutation(fx.target, 'stop', { requestId: 'fx-dstate-0001', deadlineMs: DEADLINE }));
     expect(error).toMatchObject({ kind: 'verb_failed', retryable: false });
-    expect(error.message).toContain(`the QEMU process ${pid} survived`);
+    expect(error.message).toContain('QEMU survived the stop');
     // qm went through its whole escalation, believed the SIGKILL took, cleaned up and exited 0
     // (as qemu-server does): the pid file is gone and status says stopped, while the old QEMU
     // lives on. Only the dispatcher's own look at the process tells.
@@ -360,7 +365,7 @@ hostBlock('PVE dispatcher: faults in mutating verbs surface as typed errors', ()
     expect(detail).toMatchObject({
       ok: false,
       qemuSurvived: true,
-      survivor: { pid, state: expect.stringMatching(/^T /), note: expect.stringContaining('D state') },
+      survivors: [{ pid, leaderState: expect.stringMatching(/^D /), inScope: true }],
       before: { status: 'running', pid },
       after: { status: 'stopped', pid: null },
     });
@@ -368,7 +373,7 @@ hostBlock('PVE dispatcher: faults in mutating verbs surface as typed errors', ()
     expect(isAlive(pid)).toBe(true);
     expect(cmdline(pid)).toContain('qemu-system-x86_64');
     // The evidence taken before the stop: a QEMU that answered nothing, and its process state.
-    expect(savedSummary(detail.forensics!.path)).toMatchObject({ qmpAnswered: false, qemuProcessState: expect.stringMatching(/^T /) });
+    expect(savedSummary(detail.forensics!.path)).toMatchObject({ qmpAnswered: false, qemuProcessState: expect.stringMatching(/^D /) });
     expect(qmStartedSince(fx, mark, 'stop')).toHaveLength(1);
     expect(qmCallsSince(fx, mark).filter((c) => c.argv[0] === 'stop' && c.exit !== undefined).map((c) => c.exit)).toEqual([0]);
     expectForensicsFirstInLog(await fx.log(), 'fx-dstate-0001');
@@ -398,21 +403,6 @@ hostBlock('PVE dispatcher: faults in mutating verbs surface as typed errors', ()
     expect(savedSection(detail.forensics!.path, 'qm lock file')).toMatchObject({ exit: 0, timed_out: false, output: expect.stringMatching(/lock-102\.conf\nheld:\n/) });
     expect(readVm(fx.host.nodeRoot)).toMatchObject({ running: true, pid });
     expectForensicsFirstInLog(await fx.log(), 'fx-lockfile-0001');
-  });
-
-  step('when systemd times out on start, then a cycle fails at start as verb_failed mentioning systemd, with the VM left stopped', async () => {
-    const mark = await freshVm(fx, { faults: ['start_systemd_timeout'] });
-    const pid = readVm(fx.host.nodeRoot).pid!;
-    const error = await rejection(pveMutation(fx.target, 'cycle', { requestId: 'fx-systemd-0001', deadlineMs: DEADLINE }));
-    expect(error).toMatchObject({ kind: 'verb_failed', retryable: false });
-    expect(error.message).toContain('timeout waiting on systemd');
-    expect(error.detail).toMatchObject({ failedAt: 'start', pendingApplied: false, qemuSurvived: false, after: { status: 'stopped', pid: null } });
-    expect(qmStartedSince(fx, mark, 'stop')).toHaveLength(1);
-    expect(qmStartedSince(fx, mark, 'start')).toHaveLength(1);
-    // The stop really ended the old QEMU; the failed start left none.
-    expect(isAlive(pid)).toBe(false);
-    expect(readVm(fx.host.nodeRoot)).toMatchObject({ running: false, pid: null });
-    expectForensicsFirstInLog(await fx.log(), 'fx-systemd-0001');
   });
 });
 
@@ -539,7 +529,8 @@ hostBlock('PVE verbs through real sshd: happy paths and state changes', () => {
     await expectDiskFrozen(fx);
     const result = await pveMutation(fx.target, 'cycle', { requestId: 'fx-cycle-0001', deadlineMs: DEADLINE });
 
-    expect(result).toMatchObject({ verb: 'cycle', ok: true, replayed: false, oldPid: pid, pendingApplied: true, qemuSurvived: false, failedAt: null });
+    expect(result).toMatchObject({ verb: 'cycle', ok: true, replayed: false, oldPid: pid, pendingApplied: true, qemuSurvived: false });
+    expect(result.failedAt).toBeUndefined();
     expect(result.newPid).not.toBeNull();
     expect(result.newPid).not.toBe(pid);
     expect(result.before.pending.present).toBe(true);
@@ -554,11 +545,12 @@ hostBlock('PVE verbs through real sshd: happy paths and state changes', () => {
     expect(readVm(fx.host.nodeRoot).pending).toEqual({});
     expect(isAlive(pid)).toBe(false);
 
-    // The evidence of the stall was captured before the stop: QMP answered over the frozen disk.
-    expect(savedSummary(result.forensics!.path)).toMatchObject({ qmpAnswered: true, qmpStatus: 'running', ioFrozen: true });
+    // The evidence was captured before the stop: QMP answered over the frozen disk (with no
+    // guest nothing waits on it, so its flat counters are not called a stall).
+    expect(savedSummary(result.forensics!.path)).toMatchObject({ qmpAnswered: true, qmpStatus: 'running', ioVerdict: 'flat' });
     expectForensicsFirstInLog(await fx.log(), 'fx-cycle-0001');
     const windows = mutationWindows(fx, mark);
-    expect(windows.map((w) => w.mutation)).toEqual(['stop 102 --timeout 8', 'start 102']);
+    expect(windows.map((w) => w.mutation)).toEqual(['stop 102 --timeout 8 --overrule-shutdown 1', 'start 102']);
     expect(windows[0]!.before).toEqual(expect.arrayContaining(FORENSICS_QM_CALLS));
 
     // A fresh QEMU with the fix: the disk is opened by QEMU itself with aio=threads on an
@@ -603,7 +595,7 @@ hostBlock('PVE verbs through real sshd: happy paths and state changes', () => {
     expectForensicsFirstInLog(lines, 'fx-stop-0001');
     expectForensicsFirstInLog(lines, 'fx-start-0001');
     const windows = mutationWindows(fx, mark);
-    expect(windows.map((w) => w.mutation)).toEqual(['stop 102 --timeout 8', 'start 102']);
+    expect(windows.map((w) => w.mutation)).toEqual(['stop 102 --timeout 8 --overrule-shutdown 1', 'start 102']);
     for (const window of windows) expect(window.before).toEqual(expect.arrayContaining(FORENSICS_QM_CALLS));
   });
 });
@@ -630,7 +622,7 @@ hostBlock('PVE dispatcher: a cycle on a really stalled disk with Proxmox VE 9\'s
     await expectDiskFrozen(fx);
 
     const result = await pveMutation(fx.target, 'cycle', { requestId: 'fx-stall9-0001', deadlineMs: 150_000 });
-    expect(result).toMatchObject({ verb: 'cycle', ok: true, oldPid: pid, pendingApplied: true, qemuSurvived: false, failedAt: null });
+    expect(result).toMatchObject({ verb: 'cycle', ok: true, oldPid: pid, pendingApplied: true, qemuSurvived: false });
     expect(result.steps[0]!).toMatchObject({ name: 'qm stop', exit: 0, timedOut: false });
     expect(result.steps[0]!.durationMs).toBeGreaterThanOrEqual(70_000);
     expect(result.steps[0]!.output).toContain('VM still running - terminating now with SIGKILL');

@@ -22,6 +22,7 @@
  *   transcript grows, so the prompt-cache prefix survives several turns between steps.
  */
 import type { ContentBlockParam, MessageParam, TextBlockParam, ToolResultBlockParam } from '@anthropic-ai/sdk/resources/messages.js';
+import { ioVerdictOf, mutationOutcome, pendingLine, phaseWords, survivorsLine, verifiedLine } from '../../workflows/pve-types.js';
 import { capText } from '../output-cap.js';
 import { toolKey } from './keys.js';
 import { redact } from './redact.js';
@@ -122,6 +123,11 @@ function vmLine(vm: VmState): string {
     vm.lock ? `locked (${vm.lock})` : '',
     `pending config ${pending}`,
     vm.error ? `error: ${vm.error}` : '',
+    // qm copies status into qmpstatus when QMP is silent: say which it was.
+    vm.qmp === 'silent' ? 'QMP did NOT answer qm status' : '',
+    vm.ha?.managed ? `HA-managed (HA state ${vm.ha.state})` : '',
+    vm.scopePids?.length ? `processes in the VM scope: ${vm.scopePids.join(' ')}` : '',
+    vm.warning ? `warning: ${vm.warning}` : '',
   ]
     .filter(Boolean)
     .join(', ');
@@ -138,20 +144,31 @@ function renderCommand(result: AgentCommandRecord): Part {
   return { header: `${status}${streams.length ? '' : ', no output'}${dropped}`, body: streams.join('\n') };
 }
 
+const IO_WORDS = {
+  frozen: 'FROZEN: no block counter moved between the two samples',
+  flat: 'counters flat: no block counter moved, but nothing else points at a stall (an idle guest looks the same)',
+  moving: 'moving',
+  unknown: 'unknown (no two samples)',
+};
+
+const pct = (value: number | null) => (value === null ? '-' : `${value} %`);
+
 function renderForensics(trigger: string, result: AgentForensicsResult): Part {
   const s = result.summary;
-  const io =
-    s.ioFrozen === true
-      ? 'FROZEN: no block counter moved between the two samples'
-      : s.ioFrozen === false
-        ? 'moving'
-        : 'unknown (no two samples)';
+  const p = s.pressure;
   const lines = [
     `Forensics captured${trigger && trigger !== 'on request' ? ` before ${trigger}` : ''}${result.replayed ? ' (replayed)' : ''}${result.capturedAt ? ` at ${result.capturedAt}` : ''}:`,
-    `QMP ${s.qmpAnswered ? `answered (status ${s.qmpStatus ?? '?'})` : 'did NOT answer'}; disk I/O ${io}; guest agent ${s.guestAgentAnswered ? 'answered' : 'did not answer'}; QEMU process state ${s.qemuProcessState ?? 'unknown'}`,
+    `QMP ${s.qmpAnswered ? `answered (status ${s.qmpStatus ?? '?'})` : 'did NOT answer'}; disk I/O ${IO_WORDS[ioVerdictOf(s)]}; guest agent ${s.guestAgentAnswered ? 'answered' : `did not answer${s.guestAgentEnabled === false ? ' (not enabled in the VM config)' : ''}`}; QEMU process state ${s.qemuProcessState ?? 'unknown'}`,
+    ...(s.ioEvidence ?? []).map((sentence) => `  - ${sentence}`),
     ...s.blockDeltas.map(
       (d) => `  ${d.device}: +${d.readBytes} B read, +${d.writeBytes} B written, +${d.readOps}/+${d.writeOps} ops${d.frozen ? ' (frozen)' : ''}`,
     ),
+    // (D-state threads are among the evidence above.)
+    s.zombieLeader ? `QEMU's main thread ${s.zombieLeader.pid} is a zombie while ${s.zombieLeader.liveThreads} of its threads ${s.zombieLeader.liveThreads === 1 ? 'lives' : 'live'}: the process is not gone` : '',
+    p ? `pressure avg10 (${p.source}): io some ${pct(p.ioSome)} full ${pct(p.ioFull)}, cpu some ${pct(p.cpuSome)}, memory some ${pct(p.memorySome)} full ${pct(p.memoryFull)}` : '',
+    s.haManaged ? `HA-managed (requested state ${s.haState ?? '?'}): qm stop/start only ask the HA manager` : '',
+    s.scope ? `VM scope ${s.scope.present ? `processes: ${s.scopePids?.join(' ') || 'none'}` : 'absent'}` : '',
+    s.hungTaskLines?.length ? `guest console hung tasks:\n${s.hungTaskLines.map((line) => `  ${line}`).join('\n')}` : '',
     s.timedOutSections.length ? `timed-out sections: ${s.timedOutSections.join(', ')}` : '',
     s.failedSections.length ? `failed sections: ${s.failedSections.join(', ')}` : '',
   ].filter(Boolean);
@@ -166,13 +183,19 @@ function renderMutation(result: AgentMutationResult): Part {
     result.oldPid !== result.newPid && result.newPid !== null
       ? `QEMU pid ${result.oldPid ?? '-'} → ${result.newPid} (new QEMU process)`
       : `QEMU pid ${result.oldPid ?? '-'} → ${result.newPid ?? '-'}${result.pidUnchanged ? ' (same QEMU process: warm reset)' : ''}`;
+  const outcome = mutationOutcome(result);
+  const holder = result.lockHolder;
   const facts = [
-    `${result.verb} ${result.ok ? 'succeeded' : 'FAILED'}${result.replayed ? ' (replayed from the host journal)' : ''}`,
+    `${result.verb} ${outcome === 'done' ? 'succeeded' : outcome === 'failed' ? 'FAILED' : 'only ACKNOWLEDGED (nothing confirmed the reset took)'}${result.replayed ? ' (replayed from the host journal)' : ''}`,
     pid,
-    result.pendingApplied ? 'pending config applied' : '',
+    pendingLine(result),
     result.pendingUnapplied ? 'pending config NOT applied (a reset does not apply it)' : '',
-    result.failedAt ? `failed at ${result.failedAt}` : '',
-    result.qemuSurvived && result.survivor ? `QEMU process ${result.survivor.pid} survived in state ${result.survivor.state}: ${result.survivor.note}` : '',
+    verifiedLine(result),
+    result.failedAt ? `failed at ${phaseWords(result.failedAt)}` : '',
+    result.reason ? `reason: ${result.reason}` : '',
+    result.overruledTasks?.length ? `qm stop aborted a running shutdown that held the VM's lock (${result.overruledTasks.join(', ')})` : '',
+    holder ? `qm's lock held by pid ${holder.pid}${holder.task ? ` (task ${holder.task})` : `: ${holder.cmdline}`}` : '',
+    result.qemuSurvived ? survivorsLine(result.survivors, result.oldPid) : '',
     result.warning ? `warning: ${result.warning}` : '',
   ].filter(Boolean);
   const header = `${facts.join('; ')}\nbefore: ${vmLine(result.before)}\nafter: ${vmLine(result.after)}`;

@@ -82,7 +82,7 @@ export const AGENT_TOOLS: readonly Tool[] = [
     name: 'pve_forensics',
     description: [
       'Capture forensics now: a point-in-time diagnostic dump (qm status/config/pending, a QMP query with two block-statistics samples, guest diagnostics) and its summary:',
-      'whether QMP answers, whether disk I/O is frozen (no block counter moved between the samples), the QEMU process state, the guest agent.',
+      'whether QMP answers, the disk I/O verdict (frozen only when no block counter moved between the samples AND something else points at a stall: QEMU threads in D state, the guest agent silent, hung tasks on the guest console, I/O pressure; flat counters alone are what an idle guest shows), the QEMU threads, the guest agent.',
       'Read-only. Use it to tell a wedged QEMU or an I/O stall from a guest problem.',
       FORENSICS_NOTE,
     ].join(' '),

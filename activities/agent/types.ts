@@ -9,7 +9,7 @@
  * `agent-message` (one per model turn) and `agent-tool-error` (a tool call that was refused
  * before anything ran, e.g. malformed input).
  */
-import type { BlockDelta, CapturedSection, ForensicsSummary, VmState } from '../../workflows/pve-types.js';
+import type { BlockDelta, CapturedSection, ForensicsSummary, HaRequest, LockHolder, Survivor, VerbCheck, VmState } from '../../workflows/pve-types.js';
 
 /** Token counts of one model turn (Messages API `usage`, camel-cased). */
 export interface AgentUsage {
@@ -82,9 +82,17 @@ export interface AgentMutationResult {
   pendingApplied?: boolean;
   pidUnchanged?: boolean;
   pendingUnapplied?: boolean;
+  acknowledged?: boolean;
+  qmpAfterReset?: 'answers' | 'silent';
+  checks?: VerbCheck[];
+  ha?: HaRequest;
+  reason?: string;
   warning?: string;
   qemuSurvived?: boolean;
-  survivor?: { pid: number; state: string; note: string };
+  survivors?: Survivor[];
+  lockHolder?: LockHolder;
+  overruleShutdown?: boolean;
+  overruledTasks?: string[];
   failedAt?: string | null;
 }
 

@@ -19,6 +19,7 @@
 #                             (root:root 0755, so the account cannot write its own home),
 #                             password field '*' (no password; not "locked" for sshd)
 #   /usr/local/lib/breakglass/pve-dispatch    the forced-command dispatcher, root:root 0755
+#   /usr/local/lib/breakglass/dispatch/*.sh   its parts (sourced), root:root 0644
 #   /etc/breakglass/pve.conf                  install config, root:root 0644 (kept if present)
 #   /etc/breakglass/authorized_keys           the one forced-command key line, root:root 0644
 #   /etc/ssh/sshd_config.d/breakglass.conf    Match User breakglass: that key file, no TTY,
@@ -90,8 +91,8 @@ check_root "$ROOT_OPT"
 check_vmid
 check_from "$FROM_SET"
 check_public_key "$KEY_FILE"
-if [ ! -f "$HERE/pve-dispatch" ] || [ ! -f "$HERE/pve.conf.example" ]; then
-  die "pve-dispatch and pve.conf.example must sit next to this script (copy the whole host/pve directory)"
+if [ ! -f "$HERE/pve-dispatch" ] || [ ! -f "$HERE/dispatch/verbs.sh" ] || [ ! -f "$HERE/pve.conf.example" ]; then
+  die "pve-dispatch, dispatch/ and pve.conf.example must sit next to this script (copy the whole host/pve directory)"
 fi
 if ! grep -q '^vmid=' "$HERE/pve.conf.example" || ! grep -q '^escalate=' "$HERE/pve.conf.example"; then
   die "$HERE/pve.conf.example lacks its active vmid= and escalate= lines"
@@ -211,6 +212,8 @@ say "installing the breakglass forced-command account for VM $VMID${R:+ into scr
 
 ensure_dir "$LIB_DIR" 0755 0:0
 put "$DISPATCHER" 0755 0:0 "$HERE/pve-dispatch"
+ensure_dir "$LIB_DIR/dispatch" 0755 0:0
+for part in "$HERE"/dispatch/*.sh; do put "$LIB_DIR/dispatch/${part##*/}" 0644 0:0 "$part"; done
 
 ensure_dir "$CONF_DIR" 0755 0:0
 if [ -e "$R$CONF" ]; then

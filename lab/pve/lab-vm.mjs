@@ -2,9 +2,9 @@
 // The lab's hands on its PVE node: create VM 102 (config, disk, guest image), switch faults on
 // and off, and kill everything the node runs. Used by the lab, the tests and labctl.mjs.
 //
-// Faults, each either REAL (the thing itself happens to the real QEMU or its storage) or PLAYED
-// (the qm stand-in behaves as Proxmox or the kernel would, because the real cause cannot be
-// produced here without root on a real hypervisor):
+// Faults, each either REAL (the thing itself happens to the real QEMU, its storage or its
+// cgroups) or PLAYED (the qm stand-in behaves as Proxmox would, because the real cause needs a
+// real cluster):
 //   io_stall          REAL    the disk's storage daemon is frozen (SIGSTOP): block counters stop,
 //                             QMP still answers, guest tasks hang on I/O; stays on for a new
 //                             daemon until switched off
@@ -14,10 +14,14 @@
 //   locked            REAL    `lock: backup` in the VM config, as a running vzdump leaves it
 //   lockfile_timeout  REAL    another process holds lock-<vmid>.conf (flock), as a long
 //                             `qm shutdown` does: qm waits 10 s and gives up
-//   dstate            PLAYED  QEMU cannot be killed (D state): it is really frozen (SIGSTOP, so
-//                             state T, and QMP silent), and qm stop's SIGKILL is not sent
+//   dstate            REAL    every QEMU thread in D state (cgroup-v1 freezer): QMP silent,
+//                             SIGKILL stays pending, so qm stop ends "OK" while QEMU lives on in
+//                             its scope, and the next qm start waits for that scope in vain
+//   zombie_leader     REAL    one QEMU thread in D state: after the stop's signal the main thread
+//                             is a zombie (pid "dead") while that thread lives in the scope
+//   ha_managed        PLAYED  VM 102 is an HA resource: qm stop/start only ask the HA manager,
+//                             which acts `haDelayS` later (never, when null)
 //   stop_hang         PLAYED  `qm stop` never returns (holding the lock)
-//   start_systemd_timeout PLAYED `qm start` fails with "timeout waiting on systemd"
 //   slow_verbs        PLAYED  reset/stop/start take 1.5 s longer, as on a loaded host
 
 import { execFileSync, spawn } from 'node:child_process';
@@ -25,11 +29,11 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { qmp } from './qmp.mjs';
+import { freezeThreads, releaseScope, scopePids, thawAll, threadsOf, waitScopeEmpty } from './cgroups.mjs';
 import { freezeStorage, stopStorage, usesStoragePath } from './qemu.mjs';
+import { activeTasks } from './tasks.mjs';
 import {
   applyPending,
-  isAlive,
-  freeze,
   paths,
   readConfig,
   readLabState,
@@ -45,8 +49,8 @@ import {
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const QM_SCRIPT = path.join(here, 'qm.mjs');
 
-export const REAL_FAULTS = Object.freeze(['io_stall', 'qmp_silent', 'locked', 'lockfile_timeout']);
-export const PLAYED_FAULTS = Object.freeze(['dstate', 'stop_hang', 'start_systemd_timeout', 'slow_verbs']);
+export const REAL_FAULTS = Object.freeze(['io_stall', 'qmp_silent', 'locked', 'lockfile_timeout', 'dstate', 'zombie_leader']);
+export const PLAYED_FAULTS = Object.freeze(['ha_managed', 'stop_hang', 'slow_verbs']);
 export const FAULTS = Object.freeze([...REAL_FAULTS, ...PLAYED_FAULTS]);
 
 /** The devvm's config as created on the real PVE host (sizes scaled to the lab). */
@@ -85,16 +89,17 @@ export function incidentFixPending(vmid = 102) {
  * starts it unless `running` is false. Any QEMU the node ran before is killed first.
  * @param {string} root
  * @param {{ vmid?: number, guest?: { dir: string } | null, sshPort?: number | null, running?: boolean,
- *   pending?: Record<string, string>, accel?: 'kvm' | 'tcg', qmpQuitTimeoutS?: number }} [options]
+ *   pending?: Record<string, string>, accel?: 'kvm' | 'tcg', qmpQuitTimeoutS?: number, haDelayS?: number | null }} [options]
  */
 export async function initVm(root, options = {}) {
-  const { vmid = 102, guest = null, sshPort = null, running = true, pending = {}, accel = 'tcg', qmpQuitTimeoutS = 60 } = options;
+  const { vmid = 102, guest = null, sshPort = null, running = true, pending = {}, accel = 'tcg', qmpQuitTimeoutS = 60, haDelayS = 2 } = options;
   const p = paths(root, vmid);
   await killVm(root, vmid);
   for (const dir of [p.runDir, p.lockDir, p.labDir, p.storageDir]) fs.mkdirSync(dir, { recursive: true });
   const config = devvmConfig({ vmid, guest });
   writeConfig(root, { current: config, pending: {}, deletes: [] }, vmid);
-  writeLabState(root, { vmid, sshPort, accel, faults: [], holders: [], stoppedAlive: [], qmpQuitTimeoutS }, vmid);
+  writeLabState(root, { vmid, sshPort, accel, faults: [], holders: [], qmpQuitTimeoutS, haDelayS }, vmid);
+  writeHaResources(root, false, vmid);
   const disk = path.join(p.storageDir, `vm-${vmid}-disk-0.raw`);
   fs.rmSync(disk, { force: true });
   // Sparse: the image is a 1 GiB filesystem holding ~200 MiB.
@@ -170,12 +175,25 @@ export async function setFault(/** @type {string} */ root, /** @type {string} */
         releaseHolders(root, vmid);
       }
       break;
-    case 'dstate': {
-      // The real part: QEMU stops answering anything (SIGSTOP). The played part is in qm stop.
+    case 'dstate':
+    case 'zombie_leader': {
+      if (!on) {
+        await thawAll(root);
+        break;
+      }
       const pid = runningPid(root, vmid);
-      if (pid !== null) await freeze(pid, on);
+      if (pid === null) break;
+      // zombie_leader: QEMU's RCU thread, whose freezing does not stop the guest; a real host's
+      // stuck thread is an I/O worker or an iothread blocked on dead storage.
+      const threads = threadsOf(pid);
+      const stuck = name === 'dstate' ? threads : threads.filter((t) => t.comm === 'call_rcu').slice(0, 1);
+      if (!stuck.length) throw new Error(`zombie_leader: QEMU ${pid} has no call_rcu thread to freeze`);
+      await freezeThreads(root, stuck.map((t) => t.tid));
       break;
     }
+    case 'ha_managed':
+      writeHaResources(root, on, vmid);
+      break;
     default:
       break; // played faults: the qm stand-in reads them from the lab state
   }
@@ -200,19 +218,31 @@ function releaseHolders(/** @type {string} */ root, vmid = 102) {
   updateLabState(root, (s) => ({ ...s, holders: [] }), vmid);
 }
 
-/** Kills the VM's QEMU, storage daemon and lock holders (lab teardown; not a qm verb). */
+/** Kills the VM's QEMU (thawed first, with whatever else is left in its scope), storage daemon and lock holders (lab teardown; not a qm verb). */
 export async function killVm(/** @type {string} */ root, vmid = 102) {
   const p = paths(root, vmid);
   if (!fs.existsSync(p.labState)) return;
-  const state = readLabState(root, vmid);
-  for (const pid of [readPid(p.pidFile), ...state.stoppedAlive]) {
-    if (pid !== null && isAlive(pid)) {
+  await thawAll(root);
+  // qm task workers rename themselves ("task UPID:…"), so their command line no longer names
+  // the node: the node's active task list does.
+  for (const task of activeTasks(root)) signal(-task.pid, 'SIGKILL');
+  for (const pid of new Set([readPid(p.pidFile), ...scopePids(root, vmid)])) {
+    if (pid !== null && fs.existsSync(`/proc/${pid}`)) {
       signal(pid, 'SIGKILL');
       await waitGone(pid, 5000);
     }
   }
+  await waitScopeEmpty(root, vmid, 5000);
+  releaseScope(root, vmid);
   releaseHolders(root, vmid);
   await stopStorage(root, vmid);
+}
+
+/** An HA resource entry for the VM in the node's resources.cfg (Proxmox's section format). */
+function writeHaResources(/** @type {string} */ root, /** @type {boolean} */ managed, vmid = 102) {
+  const file = paths(root, vmid).haResources;
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  fs.writeFileSync(file, managed ? `vm: ${vmid}\n\tstate started\n\tmax_restart 1\n\tmax_relocate 1\n` : '');
 }
 
 /** The wrapper script the dispatcher's config names as `qm` (an absolute path, no arguments). */

@@ -6,6 +6,8 @@
 //   var/run/qemu-server/<vmid>.pid       QEMU's pid file           <vmid>.qmp  QMP socket
 //   var/run/qemu-server/<vmid>.qga       guest agent socket        <vmid>.nbd  storage export
 //   var/lock/qemu-server/lock-<vmid>.conf   the config lock (flock), as qm takes it
+//   etc/pve/ha/resources.cfg             HA resources (empty unless the VM is HA-managed)
+//   var/log/pve/tasks/active             qm's running tasks, one UPID per line
 //   lab/vm.json       what only the lab knows: SSH port, accelerator, faults, and how long qm
 //                     stop's QMP quit waits (60 s on PVE 9; a lab node may choose less)
 //   lab/serial.log    the guest's serial console      lab/storage/  the VM's disk
@@ -24,6 +26,8 @@ export const paths = (/** @type {string} */ root, vmid = 102) => ({
   nbdSocket: path.join(root, 'var/run/qemu-server', `${vmid}.nbd`),
   storagePidFile: path.join(root, 'var/run/qemu-server', `${vmid}.storage.pid`),
   lockDir: path.join(root, 'var/lock/qemu-server'),
+  haResources: path.join(root, 'etc/pve/ha/resources.cfg'),
+  activeTasks: path.join(root, 'var/log/pve/tasks/active'),
   lockFile: path.join(root, 'var/lock/qemu-server', `lock-${vmid}.conf`),
   labDir: path.join(root, 'lab'),
   labState: path.join(root, 'lab/vm.json'),
@@ -101,8 +105,8 @@ export function writeConfig(/** @type {string} */ root, /** @type {VmConfig} */ 
  *   accel: 'kvm' | 'tcg',
  *   faults: string[],
  *   holders: number[],
- *   stoppedAlive: number[],
  *   qmpQuitTimeoutS?: number,
+ *   haDelayS?: number | null,
  * }} LabState
  */
 

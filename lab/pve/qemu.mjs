@@ -12,6 +12,7 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import { enterScope } from './cgroups.mjs';
 import { freeze, isAlive, paths, readLabState, readPid, signal, waitGone } from './pve-node.mjs';
 
 const QEMU = process.env.BREAKGLASS_QEMU ?? 'qemu-system-x86_64';
@@ -186,6 +187,8 @@ export async function startQemu(/** @type {string} */ root, /** @type {Record<st
   }
   const pid = readPid(p.pidFile);
   if (pid === null) throw new Error('QEMU daemonized without writing its pid file');
+  // Proxmox starts QEMU inside `qemu.slice/<vmid>.scope`; the lab moves it there at once.
+  enterScope(root, pid, vmid);
   // The stall belongs to the storage path, not to one process: a new daemon stalls too.
   if (lab.faults.includes('io_stall')) await freezeStorage(root, true, vmid);
   return pid;

@@ -4,45 +4,31 @@
 // cluster filesystem and the PVE daemons), over the REAL QEMU process of VM 102 on a lab node
 // (pve-node.mjs). Outputs, messages and exit codes follow qemu-server's PVE/CLI/qm.pm,
 // PVE/API2/Qemu.pm, PVE/QemuServer.pm and pve-common's fork_worker and lock_file_full. Task verbs
-// (start stop shutdown reset) run as qm's foreground worker: everything they print, the lock's
-// "trying to acquire lock..." included, goes to stdout; a failed task puts only its bare error
-// on stderr and exits 255. Other errors are plain dies on stderr.
+// (start stop shutdown reset) run in a task worker as fork_worker runs them (tasks.mjs):
+// everything they print, the lock's "trying to acquire lock..." included, goes to stdout; a
+// failed task puts only its bare error on stderr and exits 255. Other errors are plain dies on
+// stderr. For an HA-managed VM, stop, shutdown and start only ask the HA manager (played: the
+// lab's agent acts `haDelayS` later, or never).
 //
 //   node qm.mjs --root NODE_ROOT <qm args...>
 //
-//   status <vmid> [--verbose]   config <vmid> [--current]   pending <vmid>
-//   start <vmid>   stop <vmid> [--timeout N]   shutdown <vmid> [--timeout N]   reset <vmid>
-//   guest cmd <vmid> <command>
+//   status <vmid> [--verbose]   config <vmid> [--current]   pending <vmid>   help <verb>
+//   start <vmid>   stop <vmid> [--timeout N] [--overrule-shutdown 1]   reset <vmid>
+//   shutdown <vmid> [--timeout N] [--forceStop 1]   guest cmd <vmid> <command>
 //
 // Every call appends {t, argv, started: true} to the node's invocation log when it begins and
-// {t, argv, exit} when it ends, so a hung or killed call still leaves a trace.
+// {t, argv, exit} when it ends, so a hung or killed call still leaves a trace (calls the HA
+// agent makes carry `ha: true`). Internal: `--task TYPE` (a worker), `--as-ha` (the HA agent).
 
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import { scopePressure, waitScopeEmpty } from './cgroups.mjs';
+import { QmError, checkLock, stopCleanup, stopProcess, underConfigLock } from './power.mjs';
 import { SocketTimeout, qga, qmp, qmpQueue } from './qmp.mjs';
-import { startQemu, stopStorage } from './qemu.mjs';
-import {
-  applyPending,
-  isAlive,
-  paths,
-  readConfig,
-  readLabState,
-  runningPid,
-  signal,
-  sleep,
-  updateLabState,
-  waitGone,
-  writeConfig,
-} from './pve-node.mjs';
-
-/** A failed qm call: message for stderr and exit code. */
-class QmError extends Error {
-  constructor(/** @type {string} */ message, code = 255) {
-    super(message);
-    this.code = code;
-  }
-}
+import { startQemu } from './qemu.mjs';
+import { applyPending, paths, readConfig, readLabState, runningPid, sleep, writeConfig } from './pve-node.mjs';
+import { abortTasks, runTaskFront, runTaskWorker } from './tasks.mjs';
 
 const args = process.argv.slice(2);
 if (args[0] !== '--root' || !args[1]) {
@@ -50,14 +36,22 @@ if (args[0] !== '--root' || !args[1]) {
   process.exit(2);
 }
 const root = path.resolve(/** @type {string} */ (args[1]));
-const argv = args.slice(2);
+let argv = args.slice(2);
+/** Set in a task worker: the task type its front started it as. */
+let workerType = '';
+if (argv[0] === '--task') {
+  workerType = argv[1] ?? '';
+  argv = argv.slice(2);
+}
+/** Called by the lab's HA agent (rpcenv type 'ha'): no HA redirection. */
+const asHa = argv[0] === '--as-ha';
+if (asHa) argv = argv.slice(1);
 
 // qemu-server's numbers.
-const CONFIG_LOCK_WAIT_S = 10; // lock_config: 10 s, then "got timeout"
 const STATUS_QMP_TIMEOUT_MS = 3000; // vmstatus: queue_execute's 3 s, then status stands in
 const QMP_COMMAND_TIMEOUT_MS = 5000; // QMPClient's default for commands without their own
-const STOP_TERM_WAIT_S = 10; // _do_vm_stop: SIGTERM, 10 s, then SIGKILL and 1 s
 const GUEST_PING_TIMEOUT_MS = 3000; // qga_check_running
+const SCOPE_REMOVE_WAIT_S = 20; // vm_start: wait_for_unit_removed("<vmid>.scope", 20)
 // Played faults' delays (see lab-vm.mjs).
 const SLOW_VERB_MS = 1500;
 
@@ -73,6 +67,8 @@ const keyValueLines = (/** @type {Record<string, string | number>} */ obj) =>
 
 const faults = () => readLabState(root).faults;
 const hasFault = (/** @type {string} */ name) => faults().includes(name);
+/** A stop stuck where no signal reaches it (played stop_hang): the worker ignores SIGTERM. */
+let uninterruptible = false;
 
 // ---- argument parsing (qm's own messages) ----------------------------------------------------
 
@@ -117,85 +113,34 @@ function parse(usage, rest, positionals, spec) {
   return { vmid, pos, opts };
 }
 
-// ---- the config lock -------------------------------------------------------------------------
+// ---- HA ---------------------------------------------------------------------------------------
 
-/**
- * Runs fn holding lock-<vmid>.conf as qm does (flock, 10 s wait). The lock is held by a small
- * flock(1) child tied to this process's stdin pipe: it goes when we go, and QEMU (started
- * while we hold it) never inherits it.
- * @template T @param {number} vmid @param {() => Promise<T>} fn
- */
-async function underConfigLock(vmid, fn) {
-  const file = paths(root, vmid).lockFile;
-  fs.mkdirSync(path.dirname(file), { recursive: true });
-  const holder = spawn('flock', ['-w', String(CONFIG_LOCK_WAIT_S), '-E', '75', file, 'sh', '-c', 'echo locked; exec cat >/dev/null'], {
-    stdio: ['pipe', 'pipe', 'ignore'],
-  });
-  const acquired = new Promise((resolve) => {
-    holder.stdout.once('data', () => resolve(true));
-    holder.once('close', () => resolve(false));
-  });
-  const quick = await Promise.race([acquired, sleep(100).then(() => null)]);
-  // Printed to STDERR by lock_file_full, which the CLI's task worker sends to stdout.
-  if (quick === null) process.stdout.write('trying to acquire lock...\n');
-  if (!(await acquired)) throw new QmError(`can't lock file '/var/lock/qemu-server/lock-${vmid}.conf' - got timeout`);
-  if (quick === null) process.stdout.write(' OK\n');
+/** PVE::HA::Config::vm_is_ha_managed: the VM is a resource in resources.cfg. */
+function haManaged(/** @type {number} */ vmid) {
   try {
-    return await fn();
-  } finally {
-    holder.stdin.end();
+    return new RegExp(`^vm: ${vmid}$`, 'm').test(fs.readFileSync(paths(root, vmid).haResources, 'utf8'));
+  } catch {
+    return false;
   }
-}
-
-/** check_lock: a config with a `lock:` key refuses power verbs. */
-function checkLock(/** @type {number} */ vmid) {
-  const lock = readConfig(root, vmid).current.lock;
-  if (lock) throw new QmError(`VM is locked (${lock})`);
-}
-
-// ---- stopping and starting -------------------------------------------------------------------
-
-/** vm_stop_cleanup: pid and QMP files go, the storage path is released, pending is applied. */
-async function stopCleanup(/** @type {number} */ vmid) {
-  const p = paths(root, vmid);
-  for (const file of [p.pidFile, p.qmpSocket, p.qgaSocket]) fs.rmSync(file, { force: true });
-  await stopStorage(root, vmid);
-  writeConfig(root, applyPending(readConfig(root, vmid)), vmid);
 }
 
 /**
- * _do_vm_stop's escalation: QMP quit (60 s on PVE 9; the lab's node may set less), then wait
- * `timeout` for the process; SIGTERM, 10 s; SIGKILL, 1 s; then the cleanup, unconditionally —
- * a QEMU that survives SIGKILL (D state) is not reported and qm still exits 0.
- * @param {number} vmid @param {number} pid @param {number} timeoutS
+ * `ha-manager crm-command stop` / `ha-manager set --state started`: the request is recorded in
+ * resources.cfg, and the lab's HA agent carries it out haDelayS later (never when null) by
+ * running qm itself as the HA stack does.
+ * @param {number} vmid @param {'stopped' | 'started'} state
  */
-async function stopProcess(vmid, pid, timeoutS) {
-  if (hasFault('stop_hang')) return hang(); // still holding the config lock, like qm
-  const dstate = hasFault('dstate');
-  const quitTimeoutMs = (readLabState(root, vmid).qmpQuitTimeoutS ?? 60) * 1000;
-  const quit = await qmp(paths(root, vmid).qmpSocket, 'quit', {}, quitTimeoutMs).then(
-    () => true,
-    () => false,
-  );
-  if (quit) {
-    if (await waitGone(pid, timeoutS * 1000)) return stopCleanup(vmid);
-    process.stdout.write('VM still running - terminating now with SIGTERM\n');
-  } else {
-    if (!isAlive(pid)) {
-      process.stdout.write('Unexpected: VM shutdown command failed, but VM not running anymore..\n');
-      return;
-    }
-    process.stdout.write('VM quit/powerdown failed - terminating now with SIGTERM\n');
-  }
-  if (!dstate) signal(pid, 'SIGTERM');
-  if (!(await waitGone(pid, STOP_TERM_WAIT_S * 1000))) {
-    process.stdout.write('VM still running - terminating now with SIGKILL\n');
-    // Played D state: the kernel would hold SIGKILL pending forever; the lab does not send it.
-    if (dstate) updateLabState(root, (s) => ({ ...s, stoppedAlive: [...s.stoppedAlive, pid] }), vmid);
-    else signal(pid, 'SIGKILL');
-    await sleep(1000);
-  }
-  await stopCleanup(vmid);
+function requestHaState(vmid, state) {
+  const file = paths(root, vmid).haResources;
+  fs.writeFileSync(file, fs.readFileSync(file, 'utf8').replace(/^\tstate \S+$/m, `\tstate ${state}`));
+  const delay = readLabState(root, vmid).haDelayS;
+  if (delay === null || delay === undefined) return;
+  const verb = state === 'stopped' ? 'stop' : 'start';
+  const agent = spawn('sh', ['-c', `sleep ${delay}; exec "$0" "$@"`, process.execPath, process.argv[1] ?? '', '--root', root, '--as-ha', verb, String(vmid)], {
+    detached: true,
+    stdio: 'ignore',
+  });
+  agent.unref();
 }
 
 // ---- qm verbs --------------------------------------------------------------------------------
@@ -203,7 +148,10 @@ async function stopProcess(vmid, pid, timeoutS) {
 /** Real qm's enumeration for `qm guest cmd`. */
 const GUEST_COMMANDS = ['fsfreeze-freeze', 'fsfreeze-status', 'fsfreeze-thaw', 'fstrim', 'get-fsinfo', 'get-host-name', 'get-memory-block-info', 'get-memory-blocks', 'get-osinfo', 'get-time', 'get-timezone', 'get-users', 'get-vcpus', 'info', 'network-get-interfaces', 'ping', 'shutdown', 'suspend-disk', 'suspend-hybrid', 'suspend-ram'];
 
-/** @type {Record<string, (rest: string[]) => Promise<void>>} */
+/** A task verb's work, run in a worker (tasks.mjs) under the given task type. */
+/** @typedef {{ type: string, vmid: number, work: () => Promise<void> }} Task */
+
+/** @type {Record<string, (rest: string[]) => Promise<void | Task>>} */
 const verbs = {
   async status(rest) {
     const { vmid, opts } = parse('qm status <vmid> [OPTIONS]', rest, ['vmid'], { verbose: 'bool' });
@@ -248,6 +196,12 @@ const verbs = {
           blockstat.push(`\t${d.device.replace(/^drive-/, '')}:`, ...keyValueLines(d.stats).map((line) => `\t\t${line}`));
         }
       }
+      // PVE 9: the scope's pressure stall averages (avg10), read from its cgroup.
+      const pressure = scopePressure(root, vmid);
+      for (const [resource, { some, full }] of Object.entries(pressure)) {
+        stat[`pressure${resource}some`] = some;
+        stat[`pressure${resource}full`] = full;
+      }
       if (version) stat['running-qemu'] = `${version.qemu.major}.${version.qemu.minor}.${version.qemu.micro}`;
       const current = machines?.find((m) => m['is-current']);
       if (current) stat['running-machine'] = current.name;
@@ -290,29 +244,52 @@ const verbs = {
     const { vmid, opts } = parse('qm reset <vmid> [OPTIONS]', rest, ['vmid'], { skiplock: 'bool' });
     // Checked before the task starts: a plain die.
     if (!runningPid(root, vmid)) throw new QmError(`VM ${vmid} not running`);
-    await underConfigLock(vmid, async () => {
-      if (!opts.skiplock) checkLock(vmid);
-      if (hasFault('slow_verbs')) await sleep(SLOW_VERB_MS);
-      // QMP system_reset to the same QEMU: done when QEMU acknowledges it. Whether the guest
-      // then comes back is not qm's to know (with the disk stalled, QEMU's main loop hangs).
-      try {
-        await qmp(paths(root, vmid).qmpSocket, 'system_reset', {}, QMP_COMMAND_TIMEOUT_MS);
-      } catch (error) {
-        throw new QmError(`VM ${vmid} qmp command 'system_reset' failed - ${error instanceof SocketTimeout ? 'got timeout' : /** @type {Error} */ (error).message}`);
-      }
-    });
+    return {
+      type: 'qmreset',
+      vmid,
+      work: () =>
+        underConfigLock(root, vmid, async () => {
+          if (!opts.skiplock) checkLock(root, vmid);
+          if (hasFault('slow_verbs')) await sleep(SLOW_VERB_MS);
+          // QMP system_reset to the same QEMU: done when QEMU acknowledges it. Whether the guest
+          // then comes back is not qm's to know (with the disk stalled, QEMU's main loop hangs).
+          try {
+            await qmp(paths(root, vmid).qmpSocket, 'system_reset', {}, QMP_COMMAND_TIMEOUT_MS);
+          } catch (error) {
+            throw new QmError(`VM ${vmid} qmp command 'system_reset' failed - ${error instanceof SocketTimeout ? 'got timeout' : /** @type {Error} */ (error).message}`);
+          }
+        }),
+    };
   },
 
   async stop(rest) {
-    const { vmid, opts } = parse('qm stop <vmid> [OPTIONS]', rest, ['vmid'], { timeout: 'int', skiplock: 'bool', keepActive: 'bool' });
-    await underConfigLock(vmid, async () => {
-      if (hasFault('slow_verbs')) await sleep(SLOW_VERB_MS);
-      const pid = runningPid(root, vmid);
-      // _do_vm_stop: a VM that is not running is left alone, silently (no lock check, no cleanup).
-      if (!pid) return;
-      if (!opts.skiplock) checkLock(vmid);
-      await stopProcess(vmid, pid, typeof opts.timeout === 'number' ? opts.timeout : 60);
-    });
+    const { vmid, opts } = parse('qm stop <vmid> [OPTIONS]', rest, ['vmid'], { timeout: 'int', skiplock: 'bool', keepActive: 'bool', 'overrule-shutdown': 'bool' });
+    if (haManaged(vmid) && !asHa) {
+      if (opts['overrule-shutdown']) throw new QmError('400 Parameter verification failed.\noverrule-shutdown: Not applicable for HA resources.\nqm stop <vmid> [OPTIONS]');
+      return { type: 'hastop', vmid, work: async () => { print([`Requesting HA stop for VM ${vmid}`]); requestHaState(vmid, 'stopped'); } };
+    }
+    return {
+      type: 'qmstop',
+      vmid,
+      work: async () => {
+        if (opts['overrule-shutdown']) {
+          const overruled = await abortTasks(root, 'qmshutdown', vmid);
+          if (overruled.length) print([`overruled qmshutdown tasks: ${overruled.join(', ')}`]);
+        }
+        await underConfigLock(root, vmid, async () => {
+          if (hasFault('slow_verbs')) await sleep(SLOW_VERB_MS);
+          const pid = runningPid(root, vmid);
+          // _do_vm_stop: a VM that is not running is left alone, silently (no lock check, no cleanup).
+          if (!pid) return;
+          if (!opts.skiplock) checkLock(root, vmid);
+          if (hasFault('stop_hang')) {
+            uninterruptible = true; // still holding the config lock, like a wedged qm
+            return hang();
+          }
+          await stopProcess(root, vmid, pid, typeof opts.timeout === 'number' ? opts.timeout : 60);
+        });
+      },
+    };
   },
 
   async shutdown(rest) {
@@ -322,49 +299,74 @@ const verbs = {
       process.stderr.write(`VM ${vmid} not running\n\n`);
       return;
     }
-    await underConfigLock(vmid, async () => {
-      const pid = runningPid(root, vmid);
-      if (!pid) return;
-      checkLock(vmid);
-      const timeoutS = typeof opts.timeout === 'number' ? opts.timeout : 60;
-      const p = paths(root, vmid);
-      // The guest agent's shutdown when it answers, ACPI power button otherwise.
-      const viaAgent = /^(enabled=)?1\b/.test(readConfig(root, vmid).current.agent ?? '') && (await qga(p.qgaSocket, 'guest-ping', {}, GUEST_PING_TIMEOUT_MS).then(() => true, () => false));
-      if (viaAgent) await qga(p.qgaSocket, 'guest-shutdown', {}, timeoutS * 1000).catch(() => undefined);
-      else await qmp(p.qmpSocket, 'system_powerdown', {}, QMP_COMMAND_TIMEOUT_MS).catch(() => undefined);
-      if (await waitGone(pid, timeoutS * 1000)) return stopCleanup(vmid);
-      if (!opts.forceStop) throw new QmError('VM quit/powerdown failed - got timeout');
-      await stopProcess(vmid, pid, 0);
-    });
+    const timeoutS = typeof opts.timeout === 'number' ? opts.timeout : 60;
+    if (haManaged(vmid) && !asHa) {
+      return { type: 'hastop', vmid, work: async () => { print([`Requesting HA stop for VM ${vmid}`]); requestHaState(vmid, 'stopped'); } };
+    }
+    return {
+      type: 'qmshutdown',
+      vmid,
+      work: () =>
+        underConfigLock(root, vmid, async () => {
+          const pid = runningPid(root, vmid);
+          if (!pid) return;
+          checkLock(root, vmid);
+          const p = paths(root, vmid);
+          // The guest agent's shutdown when it answers, ACPI power button otherwise.
+          const viaAgent = /^(enabled=)?1\b/.test(readConfig(root, vmid).current.agent ?? '') && (await qga(p.qgaSocket, 'guest-ping', {}, GUEST_PING_TIMEOUT_MS).then(() => true, () => false));
+          if (viaAgent) await qga(p.qgaSocket, 'guest-shutdown', {}, timeoutS * 1000).catch(() => undefined);
+          else await qmp(p.qmpSocket, 'system_powerdown', {}, QMP_COMMAND_TIMEOUT_MS).catch(() => undefined);
+          for (let waited = 0; waited < timeoutS * 1000 && runningPid(root, vmid); waited += 1000) await sleep(1000);
+          if (!runningPid(root, vmid)) return stopCleanup(root, vmid);
+          if (!opts.forceStop) throw new QmError('VM quit/powerdown failed - got timeout');
+          await stopProcess(root, vmid, pid, 0);
+        }),
+    };
   },
 
   async start(rest) {
     const { vmid, opts } = parse('qm start <vmid> [OPTIONS]', rest, ['vmid'], { skiplock: 'bool' });
-    await underConfigLock(vmid, async () => {
-      if (hasFault('slow_verbs')) await sleep(SLOW_VERB_MS);
-      const config0 = readConfig(root, vmid).current;
-      if (runningPid(root, vmid)) {
-        // vm_start: a running VM under a backup lock is resumed, not started (same process).
-        if (config0.lock === 'backup') {
-          await qmp(paths(root, vmid).qmpSocket, 'cont', {}, QMP_COMMAND_TIMEOUT_MS).catch(() => undefined);
-          return;
-        }
-        throw new QmError(`VM ${vmid} already running`);
-      }
-      if (!opts.skiplock) checkLock(vmid);
-      if (hasFault('start_systemd_timeout')) {
-        await sleep(1000);
-        throw new QmError('timeout waiting on systemd');
-      }
-      // A new QEMU starts from the config with pending applied, written back first.
-      const config = applyPending(readConfig(root, vmid));
-      writeConfig(root, config, vmid);
-      try {
-        await startQemu(root, config.current, vmid);
-      } catch (error) {
-        throw new QmError(`start failed: ${/** @type {Error} */ (error).message}`);
-      }
-    });
+    if (haManaged(vmid) && !asHa) {
+      return { type: 'hastart', vmid, work: async () => { print([`Requesting HA start for VM ${vmid}`]); requestHaState(vmid, 'started'); } };
+    }
+    return {
+      type: 'qmstart',
+      vmid,
+      work: () =>
+        underConfigLock(root, vmid, async () => {
+          if (hasFault('slow_verbs')) await sleep(SLOW_VERB_MS);
+          const config0 = readConfig(root, vmid).current;
+          if (runningPid(root, vmid)) {
+            // vm_start: a running VM under a backup lock is resumed, not started (same process).
+            if (config0.lock === 'backup') {
+              await qmp(paths(root, vmid).qmpSocket, 'cont', {}, QMP_COMMAND_TIMEOUT_MS).catch(() => undefined);
+              return;
+            }
+            throw new QmError(`VM ${vmid} already running`);
+          }
+          if (!opts.skiplock) checkLock(root, vmid);
+          // systemd must have removed the old run's scope: a process left in it (a QEMU thread
+          // in D state) keeps it, and the start gives up after 20 s.
+          if (!(await waitScopeEmpty(root, vmid, SCOPE_REMOVE_WAIT_S * 1000))) throw new QmError('timeout waiting on systemd');
+          // A new QEMU starts from the config with pending applied, written back first.
+          const config = applyPending(readConfig(root, vmid));
+          writeConfig(root, config, vmid);
+          try {
+            await startQemu(root, config.current, vmid);
+          } catch (error) {
+            throw new QmError(`start failed: ${/** @type {Error} */ (error).message}`);
+          }
+        }),
+    };
+  },
+
+  async help(rest) {
+    // Enough of `qm help <verb>` for a caller to learn which options this qm has.
+    const usage = {
+      stop: ['USAGE: qm stop <vmid> [OPTIONS]', '', '  Stop virtual machine.', '', '  --keepActive <boolean>   (default=0)', "  --overrule-shutdown <boolean>   (default=0)", '  --skiplock <boolean>', '  --timeout <integer> (0 - N)'],
+    }[rest[0] ?? ''];
+    if (!usage) throw new QmError(`no such command '${rest[0] ?? ''}'`);
+    print(usage);
   },
 
   async guest(rest) {
@@ -416,7 +418,7 @@ function uptimeOf(/** @type {number} */ pid) {
 /** Append one line to the invocation log; a vanished node dir is not worth a crash. */
 function logInvocation(/** @type {object} */ entry) {
   try {
-    fs.appendFileSync(paths(root).invocationLog, `${JSON.stringify({ t: Date.now(), argv, ...entry })}\n`);
+    fs.appendFileSync(paths(root).invocationLog, `${JSON.stringify({ t: Date.now(), argv, ...(asHa ? { ha: true } : {}), ...entry })}\n`);
   } catch {
     // the node dir was removed under us (test cleanup)
   }
@@ -430,8 +432,10 @@ async function run() {
       const problem = verb ? `unknown command 'qm ${verb}'` : 'no command specified';
       throw new QmError(`ERROR: ${problem}\nUSAGE: qm <COMMAND> [ARGS] [OPTIONS]\n       (lab stand-in: ${Object.keys(verbs).join(', ')})`);
     }
-    await qmVerb(rest);
-    return 0;
+    const task = await qmVerb(rest);
+    if (!task) return 0;
+    if (workerType) return runTaskWorker(root, workerType, String(task.vmid), task.work, () => uninterruptible);
+    return runTaskFront(root, task.type, asHa ? ['--as-ha', ...argv] : argv);
   } catch (err) {
     if (!(err instanceof QmError)) throw err;
     process.stderr.write(`${err.message}\n`);
@@ -439,7 +443,11 @@ async function run() {
   }
 }
 
-logInvocation({ started: true });
-const exit = await run();
-logInvocation({ exit });
-process.exitCode = exit;
+if (workerType) {
+  await run();
+} else {
+  logInvocation({ started: true });
+  const exit = await run();
+  logInvocation({ exit });
+  process.exitCode = exit;
+}

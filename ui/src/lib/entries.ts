@@ -1,6 +1,7 @@
 /** Words for transcript entries: who did it, what it was, and a one-line summary to announce. */
 import { agentName } from './auth.svelte.js';
 import { duration } from './format.js';
+import { ioVerdictLine, mutationOutcome, verifiedLine } from '../../../workflows/pve-types.js';
 import type { Actor, AgentMode, Entry, ForensicsResult, WorkItem } from './types.js';
 
 export function actorName(actor: Actor, agentMode: AgentMode | undefined): string {
@@ -36,12 +37,18 @@ export function summarizeEntry(entry: Entry, agentMode: AgentMode | undefined): 
       return `Approval needed: ${describeItem(entry.item)}`;
     case 'approval':
       return `${entry.operator} ${entry.decision === 'approve' ? 'approved' : 'denied'} ${entry.approvalId}`;
-    case 'status':
-      return `VM status: ${entry.result.vm.status}, QMP ${entry.result.vm.qmpstatus || 'unknown'}`;
+    case 'status': {
+      const vm = entry.result.vm;
+      return `VM status: ${vm.status}, QMP ${vm.qmp === 'silent' ? 'silent' : vm.qmpstatus || 'unknown'}${vm.ha?.managed ? ', HA-managed' : ''}${vm.warning ? `. ${vm.warning}` : ''}`;
+    }
     case 'forensics':
-      return `Forensics captured${entry.result.summary.ioFrozen ? ': disk I/O FROZEN' : ''}`;
-    case 'verb-result':
-      return `${entry.result.verb} ${entry.result.ok ? 'finished' : 'failed'}: pid ${entry.result.oldPid ?? '–'} → ${entry.result.newPid ?? '–'}`;
+      return `Forensics captured: ${ioVerdictLine(entry.result.summary)}`;
+    case 'verb-result': {
+      const r = entry.result;
+      const outcome = mutationOutcome(r);
+      const verified = verifiedLine(r);
+      return `${r.verb} ${outcome === 'done' ? 'finished' : outcome}: pid ${r.oldPid ?? '–'} → ${r.newPid ?? '–'}${verified ? `; ${verified}` : ''}`;
+    }
     case 'verb-failed':
       return `${entry.verb} failed: ${entry.message}`;
     case 'skipped':

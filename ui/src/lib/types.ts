@@ -6,7 +6,23 @@ import type { SessionState, TranscriptEntry, TranscriptPage } from '../../../wor
 
 export type { SessionState, TranscriptPage };
 export type { Actor, DevvmCommandRecord, PendingApproval, SessionPolicy, TokenUsage, WorkItem, MutationPolicy, CommandPolicy } from '../../../workflows/session-types.js';
-export type { BlockDelta, CapturedSection, ForensicsResult, MutationResult, PveVerb, StatusResult, VmState } from '../../../workflows/pve-types.js';
+export type {
+  BlockDelta,
+  CapturedSection,
+  ForensicsResult,
+  ForensicsSummary,
+  HaRequest,
+  IoVerdict,
+  LockHolder,
+  MutationResult,
+  Pressure,
+  PveVerb,
+  QemuThread,
+  StatusResult,
+  Survivor,
+  VerbCheck,
+  VmState,
+} from '../../../workflows/pve-types.js';
 
 export type AgentMode = 'live' | 'demo' | 'off';
 
