@@ -15,7 +15,9 @@ function forensicsVerdict(summary: ForensicsSummary): string {
   return ioVerdictOf(summary) === 'frozen' ? `**${words}**` : words;
 }
 
-function line(entry: TranscriptEntry): string | null {
+type DevvmWait = Extract<TranscriptEntry, { type: 'devvm-wait' }>;
+
+function line(entry: TranscriptEntry, devvmWaitOf: (key: string) => DevvmWait | undefined = () => undefined): string | null {
   switch (entry.type) {
     case 'session-started':
       return `session opened by **${entry.operator}**: ${oneLine(entry.description)}`;
@@ -54,7 +56,12 @@ function line(entry: TranscriptEntry): string | null {
         r.qemuSurvived ? `**${survivorsLine(r.survivors, r.oldPid)}**` : '',
         r.warning ? `warning: ${oneLine(r.warning)}` : '',
       ].filter(Boolean);
-      const word = outcome === 'done' ? 'succeeded' : outcome === 'failed' ? 'FAILED' : 'acknowledged by QEMU, not confirmed';
+      // The devvm answering afterwards is what confirms a reset, start or cycle.
+      const wait = r.verb !== 'stop' && outcome !== 'failed' ? devvmWaitOf(entry.key) : undefined;
+      const confirmed = wait ? (wait.reachable ? `confirmed: the devvm answered SSH after ${(wait.waitedMs / 1000).toFixed(1)} s` : `NOT confirmed: the devvm did not answer SSH within ${(wait.waitedMs / 1000).toFixed(0)} s`) : '';
+      if (confirmed) facts.unshift(confirmed);
+      const word =
+        outcome === 'failed' ? 'FAILED' : wait && !wait.reachable ? 'done on the host, devvm silent' : outcome === 'done' && (r.verb !== 'reset' || wait) ? 'succeeded' : 'acknowledged by QEMU, not confirmed';
       return `**${r.verb}** ${word}${r.replayed ? ' (result collected from the host journal)' : ''}${pids}${facts.length ? ` — ${facts.join('; ')}` : ''}`;
     }
     case 'verb-failed':
@@ -92,8 +99,9 @@ export function postmortem(id: string, state: SessionState, entries: TranscriptE
   out.push(`- outcome: ${state.outcome ?? 'still open'}`);
   if (temporalUiUrl) out.push(`- history: ${temporalUiUrl}/namespaces/default/workflows/${encodeURIComponent(id)}`);
   out.push('', '## Problem reported', '', state.description, '', '## Timeline', '');
+  const waits = new Map(entries.filter((e): e is DevvmWait => e.type === 'devvm-wait').map((e) => [e.key, e]));
   for (const entry of entries) {
-    const text = line(entry);
+    const text = line(entry, (key) => waits.get(key));
     if (text) out.push(`- ${time(entry.at)} — ${text}`);
   }
   const operators = entries.filter((e) => ['operator-message', 'approval', 'paused', 'resumed', 'policy-changed', 'cancel-requested'].includes(e.type) || (e.type === 'request' && e.item.requestedBy.kind === 'operator'));

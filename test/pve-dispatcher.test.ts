@@ -232,11 +232,13 @@ hostBlock('PVE dispatcher: one verb at a time, busy and in-progress answers, a h
     expect(detail.steps[0]!.durationMs).toBeGreaterThanOrEqual(14_500);
     expect(detail.steps[0]!.durationMs).toBeLessThan(20_000);
 
-    // Nothing else ever ran a mutation, the killed qm is gone without leaving its config lock
-    // held, and the VM is as it was (the same real QEMU).
+    // Nothing else ever ran a mutation and the VM is as it was (the same real QEMU). The killed
+    // qm's front is gone, but its task worker lives on holding the VM's config lock, as a real
+    // qm's does: the result names that task.
     expect(qmCallsSince(fx, mark).filter((c) => c.started && MUTATING_QM.has(c.argv[0] ?? '')).map((c) => c.argv[0])).toEqual(['stop']);
     expect(qmProcessesHoldingLock(fx).qmProcesses).toBe(0);
-    expect(lockHeld(paths(fx.host.nodeRoot).lockFile)).toBe(false);
+    expect(lockHeld(paths(fx.host.nodeRoot).lockFile)).toBe(true);
+    expect(detail.lockHolder?.task).toMatch(/^UPID:lab:\S+:qmstop:102:root@pam:$/);
     await setFault(fx.host.nodeRoot, 'stop_hang', false);
     expect((await pveStatus(fx.target, { deadlineMs: DEADLINE })).vm).toMatchObject({ status: 'running', pid });
     expect(readVm(fx.host.nodeRoot)).toMatchObject({ running: true, pid });

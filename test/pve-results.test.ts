@@ -1,10 +1,13 @@
-// The forensics summary (activities/pve/forensics.ts) against section texts as a PVE 8/9 host
-// prints them: when flat block counters mean a stall and when they only mean an idle guest
-// (issue 11, point 10), plus the mapping of the host's mutation JSON (activities/pve/verbs.ts).
+// The PVE host's answers as the product reads and words them: the forensics summary
+// (activities/pve/forensics.ts) against section texts as a PVE 8/9 host prints them — when flat
+// block counters mean a stall and when they only mean an idle guest — the mapping of the host's
+// mutation JSON (activities/pve/verbs.ts), and the postmortem's words for what was verified.
 import { describe, expect, it } from 'vitest';
 import { FIRST_QMP_SECTION, SECOND_QMP_SECTION, parseQemuProcesses, summarizeForensics, type RawSection } from '../activities/pve/forensics.js';
 import { mutationFromHost, vmState, type RawResult, type RawVm } from '../activities/pve/verbs.js';
 import { ioVerdictLine, mutationOutcome, pendingLine, survivorsLine, verifiedLine, type ForensicsSummary } from '../workflows/pve-types.js';
+import type { SessionState, TranscriptEntry } from '../workflows/session-types.js';
+import { postmortem } from '../server/report.js';
 
 const section = (name: string, output: string, over: Partial<RawSection> = {}): RawSection => ({ name, exit: 0, timed_out: false, duration_ms: 35, output, ...over });
 
@@ -370,5 +373,52 @@ describe('the host mutation JSON, typed', () => {
   it('when the HA manager has not reached the requested state and no checks are given, then the line says so', () => {
     const result = mutationFromHost(raw({ ok: false, result: 'failed', ha: { managed: true, requested: 'stopped', observed: 'started', waited_s: 90 } }));
     expect(verifiedLine(result)).toBe('stop requested from the HA manager; VM still started after 90 s');
+  });
+});
+
+describe('the postmortem says what was verified', () => {
+  const state = { target: { devvm: 'devvm', vmid: 102 }, operator: 'ana', startedAt: 0, outcome: null, description: 'devvm hangs' } as unknown as SessionState;
+  const at = Date.parse('2026-06-11T03:00:00Z');
+  const reset = mutationFromHost(
+    raw({ verb: 'reset', acknowledged: true, qmp_after_reset: 'answers', checks: [{ check: 'QEMU acknowledged system_reset', ok: true }, { check: 'QMP answers after the reset', ok: true }] }),
+  );
+  const timeline = (entries: TranscriptEntry[]) => postmortem('s-1', state, entries, null).split('\n').filter((l) => l.includes('**reset**'));
+
+  it('when a reset was acknowledged and the devvm then answered, then it reads as confirmed by the devvm', () => {
+    const [line] = timeline([
+      { type: 'verb-result', key: 'k1', at, result: reset },
+      { type: 'devvm-wait', key: 'k1', at: at + 12_000, reachable: true, waitedMs: 12_300, attempts: 4 },
+    ] as TranscriptEntry[]);
+    expect(line).toContain('**reset** succeeded');
+    expect(line).toContain('confirmed: the devvm answered SSH after 12.3 s');
+  });
+
+  it('when the devvm did not answer after the reset, or has not yet, then it never reads as succeeded', () => {
+    const [silent] = timeline([
+      { type: 'verb-result', key: 'k1', at, result: reset },
+      { type: 'devvm-wait', key: 'k1', at: at + 180_000, reachable: false, waitedMs: 180_000, attempts: 40 },
+    ] as TranscriptEntry[]);
+    expect(silent).toContain('**reset** done on the host, devvm silent');
+    expect(silent).toContain('NOT confirmed: the devvm did not answer SSH within 180 s');
+    const [pending] = timeline([{ type: 'verb-result', key: 'k1', at, result: reset }] as TranscriptEntry[]);
+    expect(pending).toContain('**reset** acknowledged by QEMU, not confirmed');
+    expect(pending).not.toContain('succeeded');
+  });
+
+  it('when a stop went through the HA manager and QEMU survived, then both are in the line', () => {
+    const stop = mutationFromHost(
+      raw({
+        ok: false,
+        result: 'failed',
+        ha: { managed: true, requested: 'stopped', observed: 'stopped', waited_s: 3 },
+        qemu_survived: true,
+        survivors: [{ pid: 4242, leader_state: 'Z (zombie)', in_scope: true, threads: [{ tid: 4252, state: 'D', wchan: 'refrigerator', comm: 'IO iothread0' }] }],
+        reason: 'QEMU survived the stop',
+      }),
+    );
+    const text = postmortem('s-1', state, [{ type: 'verb-result', key: 'k2', at, result: stop }] as TranscriptEntry[], null);
+    expect(text).toContain('**stop** FAILED');
+    expect(text).toContain('stop requested from the HA manager');
+    expect(text).toContain('**the QEMU process 4242 survived (leader Z (zombie), in the VM scope; live threads: 4252 D in refrigerator)**');
   });
 });
