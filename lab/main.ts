@@ -13,7 +13,7 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { join, relative, resolve } from 'node:path';
 import { userInfo } from 'node:os';
 import { DefaultLogger, Runtime } from '@temporalio/worker';
 import { ConfigError, loadConfig } from '../server/config.js';
@@ -100,6 +100,7 @@ async function main() {
     console.log(`  Temporal address: ${temporalAddress}   e.g. .tools/bin/temporal workflow list --address ${temporalAddress}`);
     console.log(`  scenario:         ${scenario} (VM 102 ${scenario === 'io-stall' ? 'has its I/O stalled: try status, forensics, then cycle' : 'is running'})`);
     console.log(`  agent:            ${agentLine}`);
+    console.log(`  faults:           node lab/pve/labctl.mjs ${relative(process.cwd(), pve.nodeRoot) || '.'} fault zombie_leader on   (status, ha-delay; see lab/pve/lab-vm.mjs)`);
     console.log('  Ctrl-C stops everything the lab started.');
     console.log('');
   } catch (error) {

@@ -17,6 +17,7 @@ import { pidsWithArg } from '../lab/processes.js';
 import { removeDir, tempDir, timed, waitFor } from './helpers/fixtures.js';
 
 const exec = promisify(execFile);
+const REPO = join(import.meta.dirname, '..');
 
 let dir: string;
 let root: string;
@@ -267,6 +268,19 @@ describe('D state, for real (cgroup-v1 freezer), and qm\'s task workers', () => 
     await killVm(root);
     expect(lockHeld(paths(root).lockFile)).toBe(false);
   }, 30_000);
+});
+
+test('labctl switches a fault for a person and shows the VM as the node has it', async () => {
+  await initVm(root);
+  const labctl = (...args: string[]) => exec(process.execPath, [join(REPO, 'lab/pve/labctl.mjs'), root, ...args]);
+  expect((await labctl('fault', 'locked', 'on')).stdout).toBe('locked on\n');
+  expect(JSON.parse((await labctl('status')).stdout)).toMatchObject({ running: true, faults: ['locked'], scopePids: [readVm(root).pid] });
+  expect(readVm(root).config.lock).toBe('backup');
+  await labctl('fault', 'locked', 'off');
+  expect(readVm(root).config.lock).toBeUndefined();
+  expect((await labctl('ha-delay', 'never')).stdout).toContain('never');
+  expect(readLabState(root).haDelayS).toBeNull();
+  await expect(labctl('fault', 'gremlins', 'on')).rejects.toMatchObject({ code: 64, stderr: expect.stringContaining("unknown fault 'gremlins'") });
 });
 
 test('when the node is torn down, no QEMU, storage daemon or lock holder is left behind', async () => {
