@@ -656,21 +656,21 @@ hostBlock('PVE dispatcher: the request-id journal (at most once, replay, client 
     expect((await fx.log()).filter((l) => /event=replayed verb=cycle request=fx-twice-0001/.test(l))).toHaveLength(1);
   });
 
-  step('when a used request id comes back with another verb, then it is rejected and nothing runs', async () => {
+  step('when a used request id comes back with another verb, then it is a conflict and nothing runs', async () => {
     await freshVm(fx);
     await pveMutation(fx.target, 'stop', { requestId: 'fx-reused-0001', deadlineMs: DEADLINE });
     const calls = fx.qmCalls().length;
 
     const output = await fx.call('start fx-reused-0001');
     expect(output.exitCode).toBe(64);
-    expect(JSON.parse(output.stdout.text)).toMatchObject({ ok: false, result: 'rejected', reason: "request id fx-reused-0001 was already used for 'stop'" });
+    expect(JSON.parse(output.stdout.text)).toMatchObject({ ok: false, result: 'conflict', recorded_verb: 'stop', reason: "request id fx-reused-0001 was already used for 'stop'" });
     const error = await rejection(pveMutation(fx.target, 'start', { requestId: 'fx-reused-0001', deadlineMs: DEADLINE }));
-    expect(error).toMatchObject({ kind: 'verb_rejected', retryable: false });
+    expect(error).toMatchObject({ kind: 'conflict', retryable: false });
     expect(error.message).toContain("already used for 'stop'");
 
     expect(fx.qmCalls()).toHaveLength(calls);
     expect(readVm(fx.host.nodeRoot).running).toBe(false);
-    expect((await fx.log()).at(-1)).toMatch(/event=rejected .*received="start fx-reused-0001"/);
+    expect((await fx.log()).at(-1)).toMatch(/event=conflict verb=start request=fx-reused-0001 recorded=stop/);
   });
 
   step('when the same request id arrives twice at once, then it runs once and both callers get its result', async () => {

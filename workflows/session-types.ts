@@ -100,7 +100,8 @@ export type TranscriptEntry = EntryBase &
     | { type: 'policy-changed'; operator: string; policy: SessionPolicy }
     | { type: 'session-ended'; outcome: Outcome; operator: string; reason: string }
     | { type: 'cancel-requested'; operator: string; reason: string }
-    | { type: 'agent-message'; turn: string; text: string; toolCalls: { id: string; name: string; input: unknown }[]; usage: TokenUsage }
+    /** toolCalls[].key: the work-item key the call's result carries (absent in older histories: toolKey(id)). */
+    | { type: 'agent-message'; turn: string; text: string; toolCalls: { id: string; name: string; input: unknown; key?: string }[]; usage: TokenUsage }
     | { type: 'agent-tool-error'; toolUseId: string; message: string }
     | { type: 'agent-error'; kind: string; message: string }
     | { type: 'agent-disabled'; reason: string }

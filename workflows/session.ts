@@ -22,6 +22,7 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 import type { createActivities } from '../activities/index.js';
+import { toolKey } from '../activities/agent/keys.js';
 import {
   DEFAULT_COMMAND_TIMEOUT_SECONDS,
   MAX_COMMAND_LENGTH,
@@ -68,7 +69,7 @@ import type {
 type Activities = ReturnType<typeof createActivities>;
 
 /** Error types the activities raise for failures that repeating cannot fix. */
-const NON_RETRYABLE = ['host_key_mismatch', 'auth_failed', 'verb_rejected', 'verb_failed', 'outcome_unknown', 'host_config', 'protocol'];
+const NON_RETRYABLE = ['host_key_mismatch', 'auth_failed', 'verb_rejected', 'conflict', 'verb_failed', 'outcome_unknown', 'host_config', 'protocol'];
 /** Activity failures after which a mutating verb may or may not have run on the host. */
 const UNKNOWN_OUTCOME_KINDS = new Set(['timeout', 'unreachable', 'in_progress', 'outcome_unknown', 'protocol']);
 const TRANSCRIPT_PAGE_LIMIT = 200;
@@ -658,7 +659,19 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
     } finally {
       agentThinking = false;
     }
-    record({ type: 'agent-message', turn: `${agentState.turns}`, text: outcome.text, toolCalls: outcome.toolCalls, usage: outcome.usage });
+    // Keys from the session's own state (the turn, the call's place in it), not the model's
+    // tool-use ids: a reset that calls the model again gets new ids, but the same turn names
+    // the same host requests, so the host journal answers with the first run's result (or
+    // refuses another verb under that name) instead of acting twice.
+    const keyed = patched('agent-keys-from-turns');
+    const keyOf = new Map(outcome.toolCalls.map((call, index) => [call.id, keyed ? `t-${agentState.turns}-${index}` : toolKey(call.id)]));
+    record({
+      type: 'agent-message',
+      turn: `${agentState.turns}`,
+      text: outcome.text,
+      toolCalls: outcome.toolCalls.map((call) => ({ ...call, key: keyOf.get(call.id) ?? toolKey(call.id) })),
+      usage: outcome.usage,
+    });
     tokens.inputTokens += outcome.usage.inputTokens;
     tokens.outputTokens += outcome.usage.outputTokens;
     tokens.cacheReadTokens += outcome.usage.cacheReadTokens;
@@ -667,7 +680,8 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
     for (const refusal of outcome.refused) record({ type: 'agent-tool-error', toolUseId: refusal.toolUseId, message: refusal.message });
     let exhausted = false;
     // Every tool call takes the operator's path: same policy, same queue, same record.
-    for (const call of outcome.accepted) {
+    for (const accepted of outcome.accepted) {
+      const call = { ...accepted, key: keyOf.get(accepted.toolUseId) ?? accepted.key };
       if (usedKeys.has(call.key)) continue;
       if (toolCallsUsed >= policy.toolCallsPerMessage) {
         exhausted = true;

@@ -5,7 +5,7 @@
  *
  * How entries become messages:
  * - `agent-message` → an assistant message: its text, then one tool_use per tool call.
- * - Entries keyed `toolKey(id)` are the results of that tool call. Every tool_use gets exactly
+ * - Entries with a call's key (recorded with it; `toolKey(id)` in older sessions) are the results of that tool call. Every tool_use gets exactly
  *   one tool_result in the next user message, built from the entries recorded before the
  *   model's next turn. A call with no final result by then (waiting for approval, still
  *   running, or not started) is answered "pending", and what arrives later is shown as a note
@@ -354,6 +354,8 @@ export function buildConversation(entries: readonly AgentTranscriptEntry[], opti
   };
 
   const sorted = [...entries].sort((a, b) => a.seq - b.seq);
+  // Which work-item key answers which tool_use (recorded with the call; toolKey(id) before that).
+  const keyByToolUse = new Map<string, string>();
   for (const entry of sorted) {
     switch (entry.type) {
       case 'agent-message': {
@@ -370,13 +372,14 @@ export function buildConversation(entries: readonly AgentTranscriptEntry[], opti
           turns.push({ role: 'assistant', content: content.length ? content : [{ type: 'text', text: '(empty reply)' }] });
         }
         for (const call of entry.toolCalls) {
-          const key = toolKey(call.id);
+          const key = call.key ?? toolKey(call.id);
+          keyByToolUse.set(call.id, key);
           open.set(key, { id: call.id, name: call.name, key, parts: [], complete: false, isError: false, awaitingApproval: false });
         }
         break;
       }
       case 'agent-tool-error':
-        onKeyed(toolKey(entry.toolUseId), entry);
+        onKeyed(keyByToolUse.get(entry.toolUseId) ?? toolKey(entry.toolUseId), entry);
         break;
       case 'operator-message':
         note(`Message from operator ${entry.operator}:\n${entry.text}`);

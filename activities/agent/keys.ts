@@ -1,7 +1,7 @@
 /**
- * Work-item keys for the agent's tool calls. A work item created from a tool call gets
- * `key = toolKey(toolUseId)`, which is how the conversation builder pairs a result entry with
- * the tool_use it answers.
+ * Work-item keys for the agent's tool calls. Sessions key a tool call by its turn and place
+ * (`t-<turn>-<index>`, workflows/session.ts) and record the key with the call; histories from
+ * before that keyed it `toolKey(toolUseId)`, which the conversation builder still reads.
  *
  * Pure and import-free (no node:crypto): deterministic in the workflow sandbox too.
  */

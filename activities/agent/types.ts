@@ -27,6 +27,8 @@ export interface AgentToolCall {
   id: string;
   name: string;
   input: unknown;
+  /** The work-item key its result carries (absent in older sessions: toolKey(id)). */
+  key?: string;
 }
 
 /** A new transcript entry: the text and tool calls of one model turn. */

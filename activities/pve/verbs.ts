@@ -51,7 +51,7 @@ interface RawThread {
 }
 export interface RawResult {
   ok: boolean;
-  result: 'ok' | 'failed' | 'rejected' | 'busy' | 'in_progress' | 'unknown' | 'config_error';
+  result: 'ok' | 'failed' | 'rejected' | 'conflict' | 'busy' | 'in_progress' | 'unknown' | 'config_error';
   replayed?: boolean;
   verb?: string;
   request_id?: string;
@@ -123,6 +123,8 @@ function failure(raw: RawResult, verb: PveVerb): SshError {
   switch (raw.result) {
     case 'rejected':
       return new SshError('verb_rejected', `PVE host rejected "${verb}": ${raw.reason || 'no reason given'}`, raw);
+    case 'conflict':
+      return new SshError('conflict', `PVE host refused "${verb}": ${raw.reason || 'its request id was already used for another verb'}; nothing ran`, raw);
     case 'busy':
       return new SshError('busy', `PVE host is busy with another verb${holder}`, raw);
     case 'in_progress':

@@ -9,6 +9,7 @@ export type SshErrorKind =
   | 'unreachable'
   | 'timeout'
   | 'verb_rejected'
+  | 'conflict'
   | 'busy'
   | 'in_progress'
   | 'vm_locked'
@@ -23,6 +24,8 @@ const RETRYABLE: Record<SshErrorKind, boolean> = {
   unreachable: true,
   timeout: true,
   verb_rejected: false,
+  // The request id names another verb already run: nothing ran, and repeating cannot change that.
+  conflict: false,
   busy: true,
   // The same request id re-attaches to the running verb on the host: safe to repeat.
   in_progress: true,

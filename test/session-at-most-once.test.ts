@@ -1,0 +1,135 @@
+/**
+ * At most once for the agent too: an agent-driven cycle, then `temporal workflow reset` (the
+ * real CLI) to points before, during and after it. The Messages API stand-in gives every tool
+ * call a fresh tool-use id on every model call, so a reset that calls the model again gets new
+ * ids — and the host must still have cycled exactly once. A reset after which the model asks
+ * for another verb in the same place is refused by the host as a conflict: nothing runs.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readConversation } from '../lab/messages-api/scenarios.js';
+import type { Script } from '../lab/messages-api/server.js';
+import { endSessionSignal, operatorMessageUpdate } from '../workflows/messages.js';
+import type { TranscriptEntry } from '../workflows/session-types.js';
+import { cliOk, entriesOf, eventually, invocationCount, mutatingVerbsRun, runTranscript, sleep } from './helpers/fault-tools.js';
+import { startSessionEnv, stateOf, uniqueQueue, waitForTranscript, type SessionEnv } from './helpers/session-env.js';
+
+/** What the scripted model asks for first: the test switches it to see a conflict. */
+let firstAsk: 'pve_cycle' | 'pve_stop' = 'pve_cycle';
+
+/** A model that asks for one mutating verb, waits for its result, and then reports. */
+const oneVerb: Script = (request) => {
+  const seen = readConversation(request);
+  const call = seen.calls.find((c) => c.name === 'pve_cycle' || c.name === 'pve_stop');
+  if (!call) return { text: 'The devvm is wedged: acting on VM 102.', toolCalls: [{ name: firstAsk, input: { reason: 'devvm wedged (agent)' } }] };
+  if (!call.result || /reported in a later message/i.test(call.result.text)) return { text: 'Waiting for the result.' };
+  return { text: `Done: ${call.name} answered.` };
+};
+
+let env: SessionEnv;
+
+beforeAll(async () => {
+  env = await startSessionEnv({ agentScript: oneVerb });
+}, 120_000);
+
+afterAll(async () => {
+  await env?.teardown();
+});
+
+/** Waits for a run other than `previousRunId` to exist and go quiet (nothing queued, running or thinking). */
+async function settledRun(workflowId: string, previousRunId: string): Promise<{ runId: string; entries: TranscriptEntry[] }> {
+  return eventually(
+    async () => {
+      const handle = env.client.workflow.getHandle(workflowId);
+      const { runId } = await handle.describe();
+      if (runId === previousRunId) return undefined;
+      const state = await stateOf(handle);
+      if (state.running || state.queue.length > 0 || state.agent.thinking) return undefined;
+      await sleep(1_500);
+      const again = await stateOf(handle);
+      if (again.running || again.queue.length > 0 || again.agent.thinking || again.transcript.nextSeq !== state.transcript.nextSeq) return undefined;
+      return { runId, entries: await runTranscript(env.client, workflowId, runId) };
+    },
+    90_000,
+    'the reset run settles',
+    300,
+  );
+}
+
+/** The WorkflowTaskCompleted event that scheduled the first activity of `type` in the current run. */
+async function taskThatScheduled(workflowId: string, type: string): Promise<number> {
+  const history = await env.client.workflow.getHandle(workflowId).fetchHistory();
+  const scheduled = (history.events ?? []).find((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === type);
+  const id = scheduled?.activityTaskScheduledEventAttributes?.workflowTaskCompletedEventId;
+  if (!id) throw new Error(`no ${type} activity in the history`);
+  return Number(id);
+}
+
+const toolCallIds = (entries: TranscriptEntry[]) => entriesOf(entries, 'agent-message').flatMap((m) => m.toolCalls.map((c) => c.id));
+const toolCallKeys = (entries: TranscriptEntry[]) => entriesOf(entries, 'agent-message').flatMap((m) => m.toolCalls.map((c) => c.key));
+
+describe('an agent-driven cycle under `temporal workflow reset`', () => {
+  it('when the session is reset before, during and after the cycle, then the host cycled once, and every run names the same host request', async () => {
+    firstAsk = 'pve_cycle';
+    const queue = uniqueQueue('agent-reset');
+    await env.startWorker(queue);
+    const handle = await env.startSession(queue);
+    const callsBefore = invocationCount(env.pve);
+    const modelCallsBefore = env.messagesApi!.requests.length;
+    await handle.executeUpdate(operatorMessageUpdate, { args: [{ text: 'devvm is wedged, please fix it', operator: 'alice' }] });
+    const first = await waitForTranscript(handle, (all) => all.some((e) => e.type === 'devvm-wait') && entriesOf(all, 'agent-message').length >= 2, 90_000);
+    expect(mutatingVerbsRun(env.pve, callsBefore)).toEqual(['stop', 'start']);
+    // The key comes from the turn and the call's place, not from the tool-use id.
+    expect(toolCallKeys(first)).toEqual(['t-1-0']);
+    expect(entriesOf(first, 'request').map((e) => e.item.key)).toEqual(['t-1-0']);
+    expect(entriesOf(first, 'verb-result')[0]!.result).toMatchObject({ verb: 'cycle', ok: true, replayed: false });
+    const firstIds = toolCallIds(first);
+    const firstRunId = (await handle.describe()).runId;
+
+    // During: back to the task that scheduled the cycle; the same activity is scheduled again.
+    const during = await taskThatScheduled(handle.workflowId, 'pveMutation');
+    await cliOk(env, 'temporal', ['workflow', 'reset', '--workflow-id', handle.workflowId, '--event-id', String(during), '--reason', 'test: reset during the agent cycle']);
+    const second = await settledRun(handle.workflowId, firstRunId);
+    expect(entriesOf(second.entries, 'verb-result')[0]!.result).toMatchObject({ verb: 'cycle', replayed: true });
+    expect(mutatingVerbsRun(env.pve, callsBefore)).toEqual(['stop', 'start']);
+
+    // Before: back to the first task; the operator's message is re-applied, the agent turn runs
+    // again, and the model answers with new tool-use ids for the same call.
+    await cliOk(env, 'temporal', ['workflow', 'reset', '--workflow-id', handle.workflowId, '--type', 'FirstWorkflowTask', '--reason', 'test: reset before the agent cycle']);
+    const third = await settledRun(handle.workflowId, second.runId);
+    expect(env.messagesApi!.requests.length).toBeGreaterThan(modelCallsBefore + 2);
+    const thirdIds = toolCallIds(third.entries);
+    expect(thirdIds[0]).toBeDefined();
+    expect(thirdIds[0]).not.toBe(firstIds[0]);
+    expect(toolCallKeys(third.entries)).toEqual(['t-1-0']);
+    expect(entriesOf(third.entries, 'verb-result')[0]!.result).toMatchObject({ verb: 'cycle', replayed: true });
+    expect(mutatingVerbsRun(env.pve, callsBefore)).toEqual(['stop', 'start']);
+
+    // After: back to the last task; nothing is left to run.
+    await cliOk(env, 'temporal', ['workflow', 'reset', '--workflow-id', handle.workflowId, '--type', 'LastWorkflowTask', '--reason', 'test: reset after the agent cycle']);
+    await settledRun(handle.workflowId, third.runId);
+    await sleep(1_000);
+    expect(mutatingVerbsRun(env.pve, callsBefore)).toEqual(['stop', 'start']);
+    await env.client.workflow.getHandle(handle.workflowId).signal(endSessionSignal, { operator: 'alice' });
+  }, 240_000);
+
+  it('when after a reset the model asks for another verb in the same place, then the host refuses it as a conflict and nothing runs', async () => {
+    firstAsk = 'pve_cycle';
+    const queue = uniqueQueue('agent-conflict');
+    await env.startWorker(queue);
+    const handle = await env.startSession(queue);
+    const callsBefore = invocationCount(env.pve);
+    await handle.executeUpdate(operatorMessageUpdate, { args: [{ text: 'devvm is wedged', operator: 'alice' }] });
+    await waitForTranscript(handle, (all) => all.some((e) => e.type === 'devvm-wait') && entriesOf(all, 'agent-message').length >= 2, 90_000);
+    expect(mutatingVerbsRun(env.pve, callsBefore)).toEqual(['stop', 'start']);
+    const firstRunId = (await handle.describe()).runId;
+
+    firstAsk = 'pve_stop';
+    await cliOk(env, 'temporal', ['workflow', 'reset', '--workflow-id', handle.workflowId, '--type', 'FirstWorkflowTask', '--reason', 'test: the model changes its mind']);
+    const second = await settledRun(handle.workflowId, firstRunId);
+    expect(entriesOf(second.entries, 'request').map((e) => [e.item.key, e.item.kind === 'verb' ? e.item.verb : e.item.command])).toEqual([['t-1-0', 'stop']]);
+    expect(entriesOf(second.entries, 'verb-failed')).toMatchObject([{ key: 't-1-0', verb: 'stop', kind: 'conflict', message: expect.stringContaining("already used for 'cycle'") }]);
+    expect(entriesOf(second.entries, 'verb-result')).toEqual([]);
+    expect(mutatingVerbsRun(env.pve, callsBefore)).toEqual(['stop', 'start']);
+    await env.client.workflow.getHandle(handle.workflowId).signal(endSessionSignal, { operator: 'alice' });
+  }, 240_000);
+});
