@@ -22,7 +22,6 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 import type { createActivities } from '../activities/index.js';
-import { toolKey } from '../activities/agent/keys.js';
 import {
   DEFAULT_COMMAND_TIMEOUT_SECONDS,
   MAX_COMMAND_LENGTH,
@@ -663,13 +662,14 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
     // tool-use ids: a reset that calls the model again gets new ids, but the same turn names
     // the same host requests, so the host journal answers with the first run's result (or
     // refuses another verb under that name) instead of acting twice.
+    // (Histories from before keep the activity's key, derived from the tool-use id.)
     const keyed = patched('agent-keys-from-turns');
-    const keyOf = new Map(outcome.toolCalls.map((call, index) => [call.id, keyed ? `t-${agentState.turns}-${index}` : toolKey(call.id)]));
+    const keyOf = new Map<string, string>(keyed ? outcome.toolCalls.map((call, index) => [call.id, `t-${agentState.turns}-${index}`]) : []);
     record({
       type: 'agent-message',
       turn: `${agentState.turns}`,
       text: outcome.text,
-      toolCalls: outcome.toolCalls.map((call) => ({ ...call, key: keyOf.get(call.id) ?? toolKey(call.id) })),
+      toolCalls: keyed ? outcome.toolCalls.map((call) => ({ ...call, key: keyOf.get(call.id) })) : outcome.toolCalls,
       usage: outcome.usage,
     });
     tokens.inputTokens += outcome.usage.inputTokens;
