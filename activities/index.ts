@@ -261,6 +261,11 @@ export function createActivities(deps: ActivityDeps) {
           }
           await new Promise((r) => setTimeout(r, 1_000));
         }
+        // Stopped (a worker shutting down, a cancel): "not reachable" would be a made-up fact that
+        // ends a recovered session as merely ended. Fail instead, so the wait is retried.
+        if (signal.aborted) {
+          throw ApplicationFailure.retryable(`the wait for the devvm was stopped after ${attempts} attempts (${String((signal.reason as Error | undefined)?.message ?? signal.reason ?? 'cancelled')}); it is not a verdict`, 'wait_interrupted');
+        }
         return { reachable: false, attempts, lastError };
       });
     },

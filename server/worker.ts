@@ -41,6 +41,9 @@ export async function createBreakglassWorker(settings: WorkerSettings): Promise<
       ? { workflowBundle: { codePath: settings.workflowBundlePath } }
       : { workflowsPath: WORKFLOWS_PATH, bundlerOptions }),
     ...(settings.maxConcurrentActivityTaskExecutions ? { maxConcurrentActivityTaskExecutions: settings.maxConcurrentActivityTaskExecutions } : {}),
+    // A rolling deploy lets running activities finish (a verb's host call, a devvm wait) before
+    // they are cancelled; what is cancelled then fails and is retried on the next worker.
+    shutdownGraceTime: '20s',
   });
   return { worker, connection };
 }

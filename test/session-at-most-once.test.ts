@@ -8,7 +8,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readConversation } from '../lab/messages-api/scenarios.js';
 import type { Script } from '../lab/messages-api/server.js';
-import { endSessionSignal, operatorMessageUpdate } from '../workflows/messages.js';
+import { endSessionSignal, operatorMessageUpdate, requestVerbUpdate } from '../workflows/messages.js';
 import type { TranscriptEntry } from '../workflows/session-types.js';
 import { cliOk, entriesOf, eventually, invocationCount, mutatingVerbsRun, runTranscript, sleep } from './helpers/fault-tools.js';
 import { startSessionEnv, stateOf, uniqueQueue, waitForTranscript, type SessionEnv } from './helpers/session-env.js';
@@ -132,4 +132,23 @@ describe('an agent-driven cycle under `temporal workflow reset`', () => {
     expect(mutatingVerbsRun(env.pve, callsBefore)).toEqual(['stop', 'start']);
     await env.client.workflow.getHandle(handle.workflowId).signal(endSessionSignal, { operator: 'alice' });
   }, 240_000);
+});
+
+describe('a worker shut down during the wait for the devvm', () => {
+  it('when the worker stops mid-wait, then no "not answering" verdict is made up: the next worker waits again and records what it finds', async () => {
+    const queue = uniqueQueue('shutdown-wait');
+    // This worker cannot reach the devvm (a closed port), so its wait keeps trying until it is stopped.
+    const blind = await env.startWorker(queue, { devvm: { ...env.activityDeps.devvm, port: 1 } });
+    const handle = await env.startSession(queue);
+    await handle.executeUpdate(requestVerbUpdate, { args: [{ verb: 'reset', reason: 'shutdown during the wait', operator: 'alice', requestKey: 'sdw' }] });
+    await waitForTranscript(handle, (all) => all.some((e) => e.type === 'verb-result'), 60_000);
+    await sleep(1_500); // the wait has begun and failed a probe or two
+    await blind.stop();
+    await env.startWorker(queue);
+    const entries = await waitForTranscript(handle, (all) => all.some((e) => e.type === 'devvm-wait' || e.type === 'skipped'), 60_000);
+    expect(entriesOf(entries, 'devvm-wait')).toMatchObject([{ key: 'sdw', reachable: true }]);
+    expect((await stateOf(handle)).devvmReachable).toBe(true);
+    await handle.signal(endSessionSignal, { operator: 'alice' });
+    expect(await handle.result()).toBe('recovered');
+  }, 120_000);
 });

@@ -586,10 +586,20 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
       }
       if (verb === 'stop') return;
       const started = Date.now();
-      const wait = await mutations.waitForDevvm.executeWithOptions(
-        { ...tuned.heartbeat, startToCloseTimeout: `${DEVVM_WAIT_SECONDS + 30}s`, retry: { maximumAttempts: 1 }, summary: `wait for devvm SSH after ${verb}` },
-        [{ deadlineSeconds: DEVVM_WAIT_SECONDS }],
-      );
+      let wait;
+      try {
+        wait = await mutations.waitForDevvm.executeWithOptions(
+          // Retried only when it was stopped (a worker shutdown): its answers are results, not errors.
+          { ...tuned.heartbeat, startToCloseTimeout: `${DEVVM_WAIT_SECONDS + 30}s`, retry: { maximumAttempts: 3, initialInterval: '1s' }, summary: `wait for devvm SSH after ${verb}` },
+          [{ deadlineSeconds: DEVVM_WAIT_SECONDS }],
+        );
+      } catch (error) {
+        if (isCancellation(error)) throw error;
+        // No verdict: the devvm's state stays unknown rather than "not answering".
+        record({ type: 'skipped', key: item.key, what: 'wait for the devvm', why: `no verdict: ${describeFailure(error).message}` });
+        refreshDetails();
+        return;
+      }
       devvmReachable = wait.reachable;
       record({ type: 'devvm-wait', key: item.key, reachable: wait.reachable, waitedMs: Date.now() - started, attempts: wait.attempts });
       refreshDetails();
