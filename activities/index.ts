@@ -201,20 +201,21 @@ export function createActivities(deps: ActivityDeps) {
       const info = context.info;
       const live: LiveKey = { workflowId: request.workflowId, activityId: info.activityId, attempt: info.attempt };
       try {
-        const entries = await readFullTranscript(agent.client, request.workflowId, request.throughSeq);
-        const conversation = buildConversation(entries as AgentTranscriptEntry[], {
-          maxContextTokens: agent.maxContextTokens,
-          toolOutputHead: AGENT_OUTPUT_HEAD,
-          toolOutputTail: AGENT_OUTPUT_TAIL,
-        });
-        const result = await withHeartbeat((signal) =>
-          runAgentTurn(agent.model, {
+        // Heartbeating from the start: reading a long transcript takes its time too.
+        const result = await withHeartbeat(async (signal) => {
+          const entries = await readFullTranscript(agent.client, request.workflowId, request.throughSeq);
+          const conversation = buildConversation(entries as AgentTranscriptEntry[], {
+            maxContextTokens: agent.maxContextTokens,
+            toolOutputHead: AGENT_OUTPUT_HEAD,
+            toolOutputTail: AGENT_OUTPUT_TAIL,
+          });
+          return runAgentTurn(agent.model, {
             system: systemPrompt(agent.target),
             messages: conversation.messages,
             signal,
             ...(deps.onAgentText ? { onTextDelta: (text: string) => deps.onAgentText?.(live, text) } : {}),
-          }),
-        );
+          });
+        });
         const accepted: AgentTurnOutcome['accepted'] = [];
         const refused: AgentTurnOutcome['refused'] = [];
         for (const call of result.toolCalls) {

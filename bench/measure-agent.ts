@@ -59,7 +59,7 @@ async function transcriptOf(lab: BenchLab, id: string): Promise<TranscriptEntry[
   for (;;) {
     const page = await lab.client.workflow.getHandle(id).query(transcriptQuery, { ...(cursor !== undefined ? { cursor } : {}), limit: 200 });
     entries.push(...page.entries);
-    if (page.entries.length < 200) return entries;
+    if (!page.more) return entries;
     cursor = page.nextCursor ?? undefined;
   }
 }

@@ -43,7 +43,7 @@ export class SessionEvents {
     for (;;) {
       const page = await this.sessions.transcript(id, cursor, 200);
       for (const entry of page.entries) subscriber({ type: 'entry', entry });
-      if (page.entries.length < 200) {
+      if (!page.more) {
         cursor = page.nextCursor ?? cursor;
         break;
       }

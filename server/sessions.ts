@@ -111,7 +111,8 @@ export class Sessions {
     let runId: string | null = current.previousRunId;
     while (runId) {
       const page: TranscriptPage = await this.client.workflow.getHandle(id, runId).query(transcriptQuery, { cursor, limit });
-      if (cursor >= page.firstSeq || !page.previousRunId) return page;
+      // A later run always follows an earlier one: its end is not the transcript's.
+      if (cursor >= page.firstSeq || !page.previousRunId) return { ...page, more: true };
       runId = page.previousRunId;
     }
     return current;

@@ -206,6 +206,8 @@ export interface TranscriptPage {
   entries: TranscriptEntry[];
   /** Pass back as `cursor` to get the next page; null when there is nothing newer yet. */
   nextCursor: number | null;
+  /** More entries follow in this run (the page was cut by its entry limit or its byte cap). */
+  more: boolean;
   /** Entries before this seq live in earlier runs of the session (continue-as-new). */
   firstSeq: number;
   previousRunId: string | null;

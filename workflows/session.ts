@@ -72,6 +72,12 @@ const NON_RETRYABLE = ['host_key_mismatch', 'auth_failed', 'verb_rejected', 'con
 /** Activity failures after which a mutating verb may or may not have run on the host. */
 const UNKNOWN_OUTCOME_KINDS = new Set(['timeout', 'unreachable', 'in_progress', 'outcome_unknown', 'protocol']);
 const TRANSCRIPT_PAGE_LIMIT = 200;
+/**
+ * A page's size cap, in JSON characters: forensics (~130 KiB each) and outputs add up, and a
+ * query answer past gRPC's 4 MB message limit would break catch-up, the postmortem and every
+ * agent turn. Always at least one entry (each is capped on its own).
+ */
+const TRANSCRIPT_PAGE_BYTES = 1024 * 1024;
 const DEVVM_WAIT_SECONDS = 180;
 
 // Read-only verbs: a few quick retries.
@@ -366,10 +372,19 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
   setHandler(transcriptQuery, (page) => {
     const cursor = Math.max(page?.cursor ?? firstSeq, firstSeq);
     const limit = Math.min(Math.max(page?.limit ?? 100, 1), TRANSCRIPT_PAGE_LIMIT);
-    const slice = entries.filter((entry) => entry.seq >= cursor).slice(0, limit);
+    const newer = entries.filter((entry) => entry.seq >= cursor);
+    const slice: TranscriptEntry[] = [];
+    let bytes = 0;
+    for (const entry of newer) {
+      const size = JSON.stringify(entry).length;
+      if (slice.length >= limit || (slice.length > 0 && bytes + size > TRANSCRIPT_PAGE_BYTES)) break;
+      slice.push(entry);
+      bytes += size;
+    }
     const last = slice[slice.length - 1];
     return {
       entries: slice,
+      more: slice.length < newer.length,
       nextCursor: last ? last.seq + 1 : cursor,
       firstSeq,
       previousRunId: carried?.previousRunId ?? null,

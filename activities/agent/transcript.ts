@@ -25,7 +25,7 @@ export async function readFullTranscript(client: Client, workflowId: string, thr
     for (;;) {
       const page: TranscriptPage = await handle.query(transcriptQuery, { ...(cursor !== undefined ? { cursor } : {}), limit: PAGE });
       entries.push(...page.entries.filter((entry) => entry.seq <= throughSeq));
-      if (page.entries.length < PAGE) break;
+      if (!page.more) break;
       cursor = page.nextCursor ?? undefined;
     }
   }

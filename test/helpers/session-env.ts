@@ -205,7 +205,7 @@ export async function transcriptOf(handle: WorkflowHandle): Promise<TranscriptEn
   for (;;) {
     const page = await handle.query(transcriptQuery, { ...(cursor !== undefined ? { cursor } : {}), limit: 200 });
     entries.push(...page.entries);
-    if (page.entries.length < 200) return entries;
+    if (!page.more) return entries;
     cursor = page.nextCursor ?? undefined;
   }
 }

@@ -101,9 +101,16 @@ export class SessionStore {
     const earliest = this.earliestSeq;
     if (earliest === null || earliest <= 1 || this.loadingEarlier) return;
     this.loadingEarlier = true;
-    const cursor = Math.max(1, earliest - 100);
-    const page = await attempt('loading earlier entries', () => api.transcript(this.id, cursor, Math.min(100, earliest - cursor)));
-    if (page) this.addEntries(page.entries.filter((entry) => entry.seq < earliest));
+    // Up to 100 entries before the earliest shown, in as many pages as their size needs (a page
+    // is also capped in bytes), so no gap is left between them.
+    let cursor = Math.max(1, earliest - 100);
+    while (cursor < earliest) {
+      const from = cursor;
+      const page = await attempt('loading earlier entries', () => api.transcript(this.id, from, earliest - from));
+      if (!page || page.entries.length === 0) break;
+      this.addEntries(page.entries.filter((entry) => entry.seq < earliest));
+      cursor = page.nextCursor ?? earliest;
+    }
     this.loadingEarlier = false;
   }
 

@@ -4,11 +4,13 @@
  * call a fresh tool-use id on every model call, so a reset that calls the model again gets new
  * ids — and the host must still have cycled exactly once. A reset after which the model asks
  * for another verb in the same place is refused by the host as a conflict: nothing runs.
+ * And the session's other promises: a worker shutdown makes up no verdict, a transcript page
+ * stays under its byte cap.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readConversation } from '../lab/messages-api/scenarios.js';
 import type { Script } from '../lab/messages-api/server.js';
-import { endSessionSignal, operatorMessageUpdate, requestVerbUpdate } from '../workflows/messages.js';
+import { endSessionSignal, operatorMessageUpdate, requestCommandUpdate, requestVerbUpdate, transcriptQuery } from '../workflows/messages.js';
 import type { TranscriptEntry } from '../workflows/session-types.js';
 import { cliOk, entriesOf, eventually, invocationCount, mutatingVerbsRun, runTranscript, sleep } from './helpers/fault-tools.js';
 import { startSessionEnv, stateOf, uniqueQueue, waitForTranscript, type SessionEnv } from './helpers/session-env.js';
@@ -150,5 +152,31 @@ describe('a worker shut down during the wait for the devvm', () => {
     expect((await stateOf(handle)).devvmReachable).toBe(true);
     await handle.signal(endSessionSignal, { operator: 'alice' });
     expect(await handle.result()).toBe('recovered');
+  }, 120_000);
+});
+
+describe('transcript pages', () => {
+  it('when entries add up past 1 MiB, then a page stops at the byte cap, says more follow, and the pages together hold every entry once', async () => {
+    const queue = uniqueQueue('page-bytes');
+    await env.startWorker(queue);
+    const handle = await env.startSession(queue, { policy: { devvmCommands: 'autonomous' } });
+    // Each result keeps a capped head and tail of its output (16 KiB): 72 of them pass 1 MiB.
+    const count = 72;
+    for (let i = 0; i < count; i++) {
+      await handle.executeUpdate(requestCommandUpdate, { args: [{ command: `head -c 40000 /dev/zero | tr '\\0' x`, operator: 'alice', requestKey: `big${i}` }] });
+    }
+    const all = await waitForTranscript(handle, (entries) => entriesOf(entries, 'command-result').length === count, 120_000);
+    const total = all.reduce((sum, entry) => sum + JSON.stringify(entry).length, 0);
+    expect(total).toBeGreaterThan(1024 * 1024);
+
+    const first = await handle.query(transcriptQuery, { limit: 200 });
+    expect(first.more).toBe(true);
+    expect(first.entries.length).toBeLessThan(all.length);
+    expect(JSON.stringify(first.entries).length).toBeLessThanOrEqual(1024 * 1024 + 1024);
+    const pages = [first];
+    while (pages.at(-1)!.more) pages.push(await handle.query(transcriptQuery, { cursor: pages.at(-1)!.nextCursor!, limit: 200 }));
+    const seqs = pages.flatMap((page) => page.entries.map((entry) => entry.seq));
+    expect(seqs).toEqual(all.map((entry) => entry.seq));
+    await handle.signal(endSessionSignal, { operator: 'alice' });
   }, 120_000);
 });
