@@ -171,7 +171,7 @@ describe('pause and resume from the CLI', () => {
 
     await cliOk(env, tool, signalArgs(tool, handle.workflowId, 'pause', { operator: 'bob', reason: 'hands off while I look' }));
     await waitForTranscript(handle, (all) => all.some((e) => e.type === 'paused'));
-    await cliOk(env, tool, signalArgs(tool, handle.workflowId, 'requestVerb', { verb: 'cycle', reason: 'cli', operator: 'bob' }));
+    await cliOk(env, tool, signalArgs(tool, handle.workflowId, 'requestVerb', { verb: 'cycle', reason: 'cli', operator: 'bob', requestKey: `cli-cycle-${tool}` }));
     await waitForTranscript(handle, (all) => all.some((e) => e.type === 'request'));
     const held = await stateOf(handle);
     expect(held.paused).toBe(true);
@@ -256,6 +256,39 @@ describe('reset from the CLI', () => {
     expect(entriesOf(fourth, 'verb-result')[0]!.result.replayed).toBe(false);
     expect(mutatingVerbsRun(env.pve, callsBefore)).toEqual(['stop', 'start', 'stop', 'start']);
     await latestHandle.signal(endSessionSignal, { operator: 'alice' });
+  });
+});
+
+describe('signals without a requestKey', () => {
+  it('when a mutating verb comes by signal without a key, then it is refused saying to pass one; a keyless read-only one gets a key a reset never reuses', async () => {
+    const queue = uniqueQueue('keyless');
+    await env.startWorker(queue);
+    const handle = await env.startSession(queue);
+    const callsBefore = invocationCount(env.pve);
+    await cliOk(env, 'temporal', signalArgs('temporal', handle.workflowId, 'requestVerb', { verb: 'cycle', reason: 'keyless', operator: 'bob' }));
+    const refused = await waitForTranscript(handle, (all) => all.some((e) => e.type === 'skipped'));
+    expect(entriesOf(refused, 'skipped')[0]!.why).toContain('requestKey: required for cycle by signal');
+    expect(entriesOf(refused, 'request')).toEqual([]);
+
+    await cliOk(env, 'temporal', signalArgs('temporal', handle.workflowId, 'requestVerb', { verb: 'forensics', reason: 'keyless look', operator: 'bob' }));
+    const first = await waitForTranscript(handle, (all) => all.some((e) => e.type === 'forensics'), 60_000);
+    const firstKey = entriesOf(first, 'request')[0]!.item.key;
+    expect(firstKey).toMatch(/^r1-[A-Za-z0-9]{12}$/);
+    const firstRunId = (await handle.describe()).runId;
+
+    // Reset without re-applying: the next keyless request is numbered 1 again, in a new run.
+    await cliOk(env, 'temporal', ['workflow', 'reset', '--workflow-id', handle.workflowId, '--type', 'FirstWorkflowTask', '--reapply-exclude', 'All', '--reason', 'test: keyless after reset']);
+    await settledRun(handle.workflowId, firstRunId);
+    const latest = env.client.workflow.getHandle(handle.workflowId);
+    await cliOk(env, 'temporal', signalArgs('temporal', handle.workflowId, 'requestVerb', { verb: 'forensics', reason: 'a new look', operator: 'bob' }));
+    const second = await waitForTranscript(latest, (all) => all.some((e) => e.type === 'forensics'), 60_000);
+    const secondKey = entriesOf(second, 'request')[0]!.item.key;
+    expect(secondKey).toMatch(/^r1-[A-Za-z0-9]{12}$/);
+    expect(secondKey).not.toBe(firstKey);
+    // A fresh capture, not the old request's result from the host journal.
+    expect(entriesOf(second, 'forensics')[0]!.result.replayed).toBe(false);
+    expect(mutatingVerbsRun(env.pve, callsBefore)).toEqual([]);
+    await latest.signal(endSessionSignal, { operator: 'bob' });
   });
 });
 

@@ -162,7 +162,7 @@ function describeFailure(error: unknown): FailureInfo {
 function validateRequestKey(key: string | undefined): void {
   if (key === undefined) return;
   if (!REQUEST_KEY_PATTERN.test(key)) throw new Error('requestKey: 1-40 letters, digits, "_" or "-"');
-  if (key.startsWith('t-') || key.startsWith('a-') || /^r\d+$/.test(key) || /^u[A-Za-z0-9]{20,}$/.test(key)) {
+  if (key.startsWith('t-') || key.startsWith('a-') || /^r\d+(-|$)/.test(key) || /^u[A-Za-z0-9]{20,}$/.test(key)) {
     throw new Error('requestKey: "t-…", "a-…", "r<number>" and "u<update id>" are reserved for keys the session makes');
   }
 }
@@ -274,6 +274,9 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
     const updateId = currentUpdateInfo()?.id;
     // Patched: histories recorded before this rule keep numbering their requests.
     if (updateId && patched('request-keys-from-update-ids')) return `u${updateId.replace(/[^A-Za-z0-9]/g, '').slice(0, 38)}`;
+    // A keyless signal (read-only verbs only, see below): numbered within this run, so a number
+    // used before a reset never names a new request after it.
+    if (patched('signal-keys-per-run')) return `r${nextRequestNumber++}-${info.runId.replace(/[^A-Za-z0-9]/g, '').slice(0, 12)}`;
     return `r${nextRequestNumber++}`;
   };
 
@@ -417,6 +420,13 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
   setHandler(requestVerbSignal, (request) => {
     try {
       validateVerbRequest(request);
+      // A signal has no id: re-applied after a reset it would be a new request (a second cycle),
+      // and numbered it could be answered with an older request's result. A mutating one must name itself.
+      if (request.requestKey === undefined && isMutatingVerb(request.verb) && patched('keyless-mutating-signals-refused')) {
+        throw new Error(
+          `requestKey: required for ${request.verb} by signal (a signal carries no id, so a reset could run it twice): add e.g. "requestKey":"cli-${request.verb}-1", or use the console or its API`,
+        );
+      }
     } catch (error) {
       record({ type: 'skipped', key: '-', what: String(request?.verb ?? 'request'), why: `rejected signal: ${(error as Error).message}` });
       return;
