@@ -47,7 +47,10 @@ export function createMetrics(): Metrics {
       await Promise.all(
         OUTCOMES.map(async (outcome) => {
           try {
-            const { count } = await client.workflow.count(`WorkflowType = 'breakglassSession' AND BreakglassOutcome = '${outcome}'`);
+            // Sessions, not runs: an open one is running (its earlier runs were continued as new
+            // or replaced by a reset, and keep their old 'open'); a closed one is its last run.
+            const status = outcome === 'open' ? `ExecutionStatus = 'Running'` : `ExecutionStatus != 'ContinuedAsNew' AND ExecutionStatus != 'Terminated'`;
+            const { count } = await client.workflow.count(`WorkflowType = 'breakglassSession' AND ${status} AND BreakglassOutcome = '${outcome}'`);
             this.set({ outcome }, count);
           } catch {
             // Temporal unreachable: keep the last value; /readyz reports the outage.

@@ -25,6 +25,9 @@ import {
 import { LAST_VERB, OPERATOR, OUTCOME, TARGET } from '../workflows/search-attributes.js';
 import type { SessionPolicy, SessionState, SessionTarget, TranscriptEntry, TranscriptPage } from '../workflows/session-types.js';
 
+/** A session's runs that stand for it: not those it continued from as new. */
+export const SESSION_RUNS = `WorkflowType = 'breakglassSession' AND ExecutionStatus != 'ContinuedAsNew'`;
+
 export interface SessionSummary {
   id: string;
   status: string;
@@ -81,8 +84,13 @@ export class Sessions {
 
   async list(limit = 50): Promise<SessionSummary[]> {
     const sessions: SessionSummary[] = [];
-    // Visibility returns newest first; ORDER BY is not available on every store (not on SQLite).
-    for await (const execution of this.client.workflow.list({ query: `WorkflowType = 'breakglassSession'`, pageSize: limit })) {
+    // One row per session, not per run: a continue-as-new leaves its earlier runs behind, a reset
+    // the run it replaced (terminated). Visibility returns newest first (ORDER BY is not
+    // available on every store, not on SQLite), so the first run seen of an id is its latest.
+    const seen = new Set<string>();
+    for await (const execution of this.client.workflow.list({ query: SESSION_RUNS, pageSize: limit })) {
+      if (seen.has(execution.workflowId)) continue;
+      seen.add(execution.workflowId);
       const attributes = execution.typedSearchAttributes;
       sessions.push({
         id: execution.workflowId,

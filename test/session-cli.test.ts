@@ -9,7 +9,7 @@ import { WorkflowFailedError } from '@temporalio/client';
 import { CancelledFailure } from '@temporalio/common';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { clearFaults, setFault } from '../lab/pve/lab-vm.mjs';
-import { Sessions } from '../server/sessions.js';
+import { SESSION_RUNS, Sessions } from '../server/sessions.js';
 import {
   approvalUpdate,
   endSessionSignal,
@@ -474,8 +474,18 @@ describe('continue-as-new under a low server threshold', () => {
     expect(runOf(second.key)).toBeGreaterThan(runOf(pending.key));
     expect(runs[runOf(pending.key)]!.runId).toBe(secondRunId);
     expect(mutatingVerbsRun(canEnv.pve, callsBefore)).toEqual(['stop', 'start', 'stop', 'start']);
+    // The console lists the session once, however many runs it took, as its latest run.
+    const sessions = new Sessions(canEnv.client, { taskQueue: queue, target: { devvm: 'devvm', vmid: 102 }, policy: DEFAULT_POLICY, namespace: 'default' });
+    const listed = await eventually(async () => {
+      const rows = (await sessions.list()).filter((row) => row.id === workflowId);
+      return rows.length === 1 && rows[0]!.status === 'RUNNING' ? rows : undefined;
+    }, 15_000, 'the session listed once');
+    expect(listed).toHaveLength(1);
     await latest().signal(endSessionSignal, { operator: 'alice' });
     expect(await latest().result()).toBe('recovered');
+    const count = (query: string) => canEnv.client.workflow.count(`WorkflowId = '${workflowId}' AND ${query}`).then((c) => c.count);
+    expect(await eventually(async () => ((await count(SESSION_RUNS)) === 1 ? 1 : undefined), 15_000, 'one run stands for the session')).toBe(1);
+    expect(await count(`WorkflowType = 'breakglassSession'`)).toBe(runs.length);
   }, 150_000);
 });
 
