@@ -147,6 +147,8 @@ describe('cancel from the CLI', () => {
       const entries = await transcriptOf(handle);
       expect(entriesOf(entries, 'command-result')).toHaveLength(0);
       expect(entriesOf(entries, 'command-failed')).toHaveLength(0);
+      // The record says what became of the command: let go, maybe still running.
+      expect(entriesOf(entries, 'skipped')).toMatchObject([{ what: `devvm: sleep 30; echo ${marker}`, why: expect.stringContaining('abandoned when the session was cancelled: it may still be running on the devvm') }]);
       expect(entries.at(-1)).toMatchObject({ type: 'session-ended', outcome: 'cancelled' });
       // The activity hears of the cancellation with its next heartbeat and closes the connection.
       await eventually(() => (commandLine(connection) === '' ? true : undefined), 15_000, 'the command\'s SSH connection is closed');

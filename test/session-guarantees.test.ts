@@ -7,6 +7,8 @@
  * And the session's other promises: a worker shutdown makes up no verdict, a transcript page
  * stays under its byte cap.
  */
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readConversation } from '../lab/messages-api/scenarios.js';
 import type { Script } from '../lab/messages-api/server.js';
@@ -179,4 +181,31 @@ describe('transcript pages', () => {
     expect(seqs).toEqual(all.map((entry) => entry.seq));
     await handle.signal(endSessionSignal, { operator: 'alice' });
   }, 120_000);
+});
+
+describe('cancellation', () => {
+  it('when the session is cancelled, then the "session ended" notification is really sent (not scheduled in the cancelled scope and dropped)', async () => {
+    const posts: string[] = [];
+    const hook = createServer((request, response) => {
+      let body = '';
+      request.on('data', (chunk: Buffer) => (body += chunk.toString()));
+      request.on('end', () => {
+        posts.push(body);
+        response.end('ok');
+      });
+    });
+    await new Promise<void>((resolve) => hook.listen(0, '127.0.0.1', resolve));
+    try {
+      const queue = uniqueQueue('cancel-notify');
+      await env.startWorker(queue, { notifier: { webhookUrl: `http://127.0.0.1:${(hook.address() as AddressInfo).port}/`, format: 'slack' } });
+      const handle = await env.startSession(queue, { notify: true });
+      await eventually(() => (posts.some((p) => p.includes('opened')) ? true : undefined), 15_000, 'the opening notification');
+      await handle.cancel();
+      await handle.result().catch(() => undefined);
+      const ended = await eventually(() => posts.find((p) => /cancelled/i.test(p)), 15_000, 'the cancelled notification');
+      expect(ended).toContain(handle.workflowId);
+    } finally {
+      hook.close();
+    }
+  }, 60_000);
 });

@@ -640,7 +640,16 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
       devvmReachable = true;
       record({ type: 'command-result', key: item.key, result });
     } catch (error) {
-      if (isCancellation(error)) throw error;
+      if (isCancellation(error)) {
+        // The SSH session is let go, but the command itself is not stopped on the devvm: say so.
+        record({
+          type: 'skipped',
+          key: item.key,
+          what: describeItem(item),
+          why: `abandoned when the session was cancelled: it may still be running on the devvm, until its own time limit (${item.timeoutSeconds} s from its start)`,
+        });
+        throw error;
+      }
       const failure = describeFailure(error);
       if (failure.kind === 'timeout' || failure.kind === 'unreachable') devvmReachable = false;
       record({ type: 'command-failed', key: item.key, command: item.command, kind: failure.kind, message: failure.message });
@@ -788,9 +797,10 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
     // Set by the cancelRequested signal (the console); a bare `temporal workflow cancel` has no name.
     const by = cancelledBy as { operator: string; reason: string } | null;
     record({ type: 'session-ended', outcome, operator: by?.operator ?? 'temporal', reason: by?.reason || 'workflow cancelled' });
-    void notify({ kind: 'session-ended', sessionId: info.workflowId, outcome });
     upsertSearchAttributes([{ key: OUTCOME, value: outcome }]);
     refreshDetails();
+    // Outside the cancelled scope, and awaited: scheduled in it, the notification never left.
+    await CancellationScope.nonCancellable(() => notify({ kind: 'session-ended', sessionId: info.workflowId, outcome: 'cancelled' }));
     throw error;
   }
 
