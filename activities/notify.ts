@@ -7,6 +7,7 @@ export type NotifyEvent =
   | { kind: 'session-started'; sessionId: string; operator: string; description: string }
   | { kind: 'verb'; sessionId: string; verb: string; outcome: string; detail: string }
   | { kind: 'approval-needed'; sessionId: string; approvalId: string; what: string; why: string }
+  | { kind: 'approval-expired'; sessionId: string; approvalId: string; what: string; requester: string; minutes: number }
   | { kind: 'session-ended'; sessionId: string; outcome: string };
 
 export interface NotifierConfig {
@@ -24,6 +25,8 @@ export function describeEvent(event: NotifyEvent): { title: string; message: str
       return { title: `${event.verb} ${event.outcome} (${event.sessionId})`, message: event.detail, urgent: event.outcome !== 'succeeded' };
     case 'approval-needed':
       return { title: `Approval needed in ${event.sessionId}`, message: `${event.what} — ${event.why}`, urgent: true };
+    case 'approval-expired':
+      return { title: `Approval expired in ${event.sessionId}`, message: `${event.what} (asked by ${event.requester}) was not approved within ${event.minutes} min: not run; ask again if it is still wanted`, urgent: false };
     case 'session-ended':
       return { title: `Breakglass session ${event.sessionId} ended: ${event.outcome}`, message: `outcome ${event.outcome}`, urgent: false };
   }

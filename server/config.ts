@@ -74,6 +74,8 @@ export interface Config {
     labToken: string | null;
   };
   notifications: { webhookUrl: string | null; format: 'ntfy' | 'slack' };
+  /** A pending approval lapses after this long: an hours-old approval must not fire unasked. */
+  approvals: { expiryMinutes: number };
   roles: { server: boolean; worker: boolean };
   /** Separate worker process: live output (token deltas, command output) is pushed to the server. */
   live: { pushUrl: string | null; token: string | null };
@@ -334,6 +336,7 @@ function parseConfig(options: LoadOptions): Config {
       webhookUrl: url('notifications.webhookUrl', at(raw, 'notifications.webhookUrl') ?? secretFile('notifications.webhookUrlFile', at(raw, 'notifications.webhookUrlFile'))),
       format: oneOf('notifications.format', at(raw, 'notifications.format'), 'ntfy', ['ntfy', 'slack'] as const),
     },
+    approvals: { expiryMinutes: int('approvals.expiryMinutes', at(raw, 'approvals.expiryMinutes'), 15, 1, 1440) },
     roles: { server: roles.includes('server'), worker: roles.includes('worker') },
     live: {
       pushUrl: url('live.pushUrl', at(raw, 'live.pushUrl')),

@@ -51,7 +51,15 @@ export function newSessionId(now = new Date()): string {
 export class Sessions {
   constructor(
     private readonly client: Client,
-    private readonly options: { taskQueue: string; target: SessionTarget; policy: SessionPolicy; namespace: string; agent?: { enabled: boolean; reason: string }; notify?: boolean },
+    private readonly options: {
+      taskQueue: string;
+      target: SessionTarget;
+      policy: SessionPolicy;
+      namespace: string;
+      agent?: { enabled: boolean; reason: string };
+      notify?: boolean;
+      approvalExpiryMinutes?: number;
+    },
   ) {}
 
   handle(id: string): WorkflowHandle<typeof breakglassSession> {
@@ -65,7 +73,17 @@ export class Sessions {
         await this.client.workflow.start(breakglassSession, {
           taskQueue: this.options.taskQueue,
           workflowId: id,
-          args: [{ target: this.options.target, operator, description, policy: this.options.policy, ...(this.options.agent ? { agent: this.options.agent } : {}), ...(this.options.notify ? { notify: true } : {}) }],
+          args: [
+            {
+              target: this.options.target,
+              operator,
+              description,
+              policy: this.options.policy,
+              ...(this.options.agent ? { agent: this.options.agent } : {}),
+              ...(this.options.notify ? { notify: true } : {}),
+              ...(this.options.approvalExpiryMinutes ? { approvalExpiryMinutes: this.options.approvalExpiryMinutes } : {}),
+            },
+          ],
           staticSummary: `Breakglass: ${this.options.target.devvm} (VM ${this.options.target.vmid}) — ${operator}`,
           staticDetails: `**Problem reported by ${operator}:**\n\n${description}`,
           typedSearchAttributes: [

@@ -184,6 +184,7 @@ export async function startBreakglass(config: Config, options: StartOptions = {}
       namespace: config.temporal.namespace,
       agent: { enabled: agent.status.mode !== 'off', reason: agent.status.reason },
       notify: config.notifications.webhookUrl !== null,
+      approvalExpiryMinutes: config.approvals.expiryMinutes,
     });
     metrics.watchSessions(client, config.temporal.namespace);
     const events = new SessionEvents(sessions, live);

@@ -12,7 +12,7 @@ import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readConversation } from '../lab/messages-api/scenarios.js';
 import type { Script } from '../lab/messages-api/server.js';
-import { endSessionSignal, operatorMessageUpdate, requestCommandUpdate, requestVerbUpdate, transcriptQuery } from '../workflows/messages.js';
+import { approvalUpdate, endSessionSignal, operatorMessageUpdate, requestCommandUpdate, requestVerbUpdate, transcriptQuery } from '../workflows/messages.js';
 import type { TranscriptEntry } from '../workflows/session-types.js';
 import { cliOk, entriesOf, eventually, invocationCount, mutatingVerbsRun, runTranscript, sleep } from './helpers/fault-tools.js';
 import { startSessionEnv, stateOf, uniqueQueue, waitForTranscript, type SessionEnv } from './helpers/session-env.js';
@@ -207,5 +207,28 @@ describe('cancellation', () => {
     } finally {
       hook.close();
     }
+  }, 60_000);
+});
+
+describe('approvals expire', () => {
+  it('when an approval is not given in time, then it lapses (recorded, not run) and a late approval is refused', async () => {
+    const queue = uniqueQueue('approval-expiry');
+    await env.startWorker(queue);
+    const handle = await env.startSession(queue, { policy: { mutatingVerbs: 'two-person' }, approvalExpiryMinutes: 0.05 });
+    const callsBefore = invocationCount(env.pve);
+    const accepted = await handle.executeUpdate(requestVerbUpdate, { args: [{ verb: 'cycle', reason: 'needs a second look', operator: 'alice', requestKey: 'late' }] });
+    expect(accepted.approvalId).toBe('a-late');
+    const entries = await waitForTranscript(handle, (all) => all.some((e) => e.type === 'skipped'), 30_000);
+    expect(entriesOf(entries, 'skipped')).toMatchObject([{ key: 'late', what: 'cycle', why: expect.stringContaining('approval a-late expired: not approved within 0.1 min') }]);
+    expect((await stateOf(handle)).pendingApprovals).toEqual([]);
+    await expect(handle.executeUpdate(approvalUpdate, { args: [{ approvalId: 'a-late', decision: 'approve', operator: 'bob' }] })).rejects.toMatchObject({
+      cause: { message: expect.stringContaining('"a-late" expired unapproved; the request must be made again') },
+    });
+    await sleep(1_000);
+    expect(mutatingVerbsRun(env.pve, callsBefore)).toEqual([]);
+    // In time, an approval still works.
+    const again = await handle.executeUpdate(requestVerbUpdate, { args: [{ verb: 'status', reason: 'quick', operator: 'alice', requestKey: 'quick' }] });
+    expect(again.approvalId).toBeNull();
+    await handle.signal(endSessionSignal, { operator: 'alice' });
   }, 60_000);
 });

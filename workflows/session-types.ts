@@ -171,6 +171,8 @@ export interface SessionInput {
   policy: SessionPolicy;
   /** Send webhook notifications (the deployment has a webhook configured). */
   notify?: boolean;
+  /** A pending approval lapses after this many minutes (default 15); fractions for tests. */
+  approvalExpiryMinutes?: number;
   /** Whether this deployment has an agent (an API key); off: a manual console. */
   agent?: { enabled: boolean; reason: string };
   /** Optional; carried across continue-as-new with the rest of the input. */

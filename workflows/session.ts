@@ -280,6 +280,36 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
     return `r${nextRequestNumber++}`;
   };
 
+  // An approval is consent for now, not for later: a pending one lapses after the expiry.
+  const approvalExpiryMs = Math.max(input.approvalExpiryMinutes ?? 15, 0.05) * 60_000;
+  const expiredApprovals = new Set<string>();
+  // Bumped when an approval is asked for: the main loop then re-arms its expiry timer.
+  let approvalsAsked = 0;
+  const nextExpiryInMs = (): number | undefined => {
+    const due = [...pendingApprovals.values()].map((p) => p.requestedAt + approvalExpiryMs - Date.now());
+    return due.length ? Math.max(Math.min(...due), 1) : undefined;
+  };
+  const expireApprovals = () => {
+    const lapsed = [...pendingApprovals.values()].filter((pending) => Date.now() - pending.requestedAt >= approvalExpiryMs);
+    if (lapsed.length === 0) return;
+    for (const pending of lapsed) {
+      pendingApprovals.delete(pending.approvalId);
+      expiredApprovals.add(pending.approvalId);
+      const minutes = Math.round((approvalExpiryMs / 60_000) * 10) / 10;
+      record({
+        type: 'skipped',
+        key: pending.item.key,
+        what: describeItem(pending.item),
+        why: `approval ${pending.approvalId} expired: not approved within ${minutes} min (${pending.approvals.length} of ${pending.required}); not run — ask again if it is still wanted`,
+      });
+      // The agent hears of it as the answer to its call; the requester by notification.
+      if (awaiting.delete(pending.item.key)) agentState.pending = true;
+      const requester = pending.item.requestedBy.kind === 'operator' ? pending.item.requestedBy.name : pending.item.requestedBy.kind;
+      void notify({ kind: 'approval-expired', sessionId: info.workflowId, approvalId: pending.approvalId, what: describeItem(pending.item), requester, minutes });
+    }
+    refreshDetails();
+  };
+
   const admit = (item: WorkItem): RequestAccepted => {
     usedKeys.add(item.key);
     record({ type: 'request', item });
@@ -292,6 +322,7 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
     }
     const approvalId = `a-${item.key}`;
     pendingApprovals.set(approvalId, { approvalId, item, requestedAt: Date.now(), required: rule.required, approvals: [], why: rule.why });
+    approvalsAsked++;
     record({ type: 'approval-needed', approvalId, item, why: rule.why, required: rule.required });
     void notify({ kind: 'approval-needed', sessionId: info.workflowId, approvalId, what: describeItem(item), why: rule.why });
     refreshDetails();
@@ -482,6 +513,7 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
       validator: (decision) => {
         if (!decision || typeof decision !== 'object') throw new Error('body: expected { approvalId, decision, operator }');
         const pending = pendingApprovals.get(decision.approvalId);
+        if (!pending && expiredApprovals.has(decision.approvalId)) throw new Error(`approvalId: "${decision.approvalId}" expired unapproved; the request must be made again`);
         if (!pending) throw new Error(`approvalId: no pending approval "${String(decision.approvalId)}" (already decided or never requested)`);
         if (decision.decision !== 'approve' && decision.decision !== 'deny') throw new Error('decision: must be "approve" or "deny"');
         const operator = operatorName(decision.operator);
@@ -774,9 +806,17 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
 
   // ---------------------------------------------------------------------- main loop
 
+  // Patched: histories recorded before approvals expired have no timers for them.
+  const approvalsExpire = patched('approval-expiry');
   try {
     for (;;) {
-      await condition(() => endRequested !== null || (!paused && (queue.length > 0 || agentReady())) || workflowInfo().continueAsNewSuggested);
+      const asked = approvalsAsked;
+      const ready = () =>
+        endRequested !== null || (!paused && (queue.length > 0 || agentReady())) || workflowInfo().continueAsNewSuggested || (approvalsExpire && approvalsAsked !== asked);
+      const expiresIn = approvalsExpire ? nextExpiryInMs() : undefined;
+      if (expiresIn === undefined) await condition(ready);
+      else await condition(ready, expiresIn);
+      if (approvalsExpire) expireApprovals();
       if (endRequested) break;
       if (workflowInfo().continueAsNewSuggested && running === null) {
         // Handlers must finish first so an acknowledged update is never lost across runs.
