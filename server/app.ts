@@ -56,12 +56,21 @@ const Reason = Type.String({ maxLength: MAX_REASON_LENGTH });
 
 const errorResponses = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody, 409: ErrorBody, 422: ErrorBody, 429: ErrorBody, 500: ErrorBody };
 
-function schema<B extends TSchema | undefined, R extends TSchema>(options: { body?: B; params?: TSchema; querystring?: TSchema; response: R; summary: string; tags?: string[] }) {
+function schema<B extends TSchema | undefined, R extends TSchema>(options: {
+  body?: B;
+  params?: TSchema;
+  querystring?: TSchema;
+  headers?: TSchema;
+  response: R;
+  summary: string;
+  tags?: string[];
+}) {
   return {
     schema: {
       summary: options.summary,
       tags: options.tags ?? ['sessions'],
       ...(options.body ? { body: options.body } : {}),
+      ...(options.headers ? { headers: options.headers } : {}),
       ...(options.params ? { params: options.params } : {}),
       ...(options.querystring ? { querystring: options.querystring } : {}),
       response: { 200: options.response, ...errorResponses },
@@ -269,14 +278,32 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     async (request) => ({ operator: operatorOf(request), authMode: deps.auth.mode, temporalUiUrl: deps.temporalUiUrl, namespace: deps.namespace, agent: deps.agent }),
   );
 
+  // Idempotency-Key on every POST that creates work: a client that retries (a timeout, a flaky
+  // phone connection) gets the first request's answer, and nothing happens twice. Scoped to the
+  // operator and the route, so two clients' keys never meet.
+  const Idempotent = Type.Object({
+    'idempotency-key': Type.Optional(
+      Type.String({ pattern: '^[A-Za-z0-9._:-]{8,128}$', description: 'repeat a request safely: the same key (per operator and route) answers with the first outcome and does nothing again' }),
+    ),
+  });
+  const idempotencyKey = (request: FastifyRequest): string | undefined => {
+    const value = request.headers['idempotency-key'];
+    return typeof value === 'string' ? value : undefined;
+  };
+  const once = (request: FastifyRequest) => {
+    const key = idempotencyKey(request);
+    if (key === undefined) return {};
+    return { updateId: `idem-${createHash('sha256').update(`${operatorOf(request)}\0${request.url.split('?')[0]}\0${key}`).digest('hex').slice(0, 40)}` };
+  };
+
   const CreateBody = Type.Object({ description: Type.String({ minLength: 1, maxLength: MAX_MESSAGE_LENGTH }) }, { additionalProperties: false });
   app.post(
     '/api/sessions',
-    { ...mutating, ...schema({ summary: 'open a breakglass session', body: CreateBody, response: Type.Object({ id: Type.String() }) }) },
+    { ...mutating, ...schema({ summary: 'open a breakglass session', body: CreateBody, headers: Idempotent, response: Type.Object({ id: Type.String() }) }) },
     async (request) => {
       const { description } = request.body as Static<typeof CreateBody>;
       if (description.trim() === '') throw new HttpError(400, 'bad_request', 'body/description must not be blank');
-      return { id: await deps.sessions.start(operatorOf(request), description.trim()) };
+      return { id: await deps.sessions.start(operatorOf(request), description.trim(), idempotencyKey(request)) };
     },
   );
 
@@ -313,11 +340,11 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const MessageBody = Type.Object({ text: Type.String({ minLength: 1, maxLength: MAX_MESSAGE_LENGTH }) }, { additionalProperties: false });
   app.post(
     '/api/sessions/:id/messages',
-    { ...mutating, ...schema({ summary: 'a message to the agent (recorded)', params: SessionId, body: MessageBody, response: Type.Object({ seq: Type.Integer() }) }) },
+    { ...mutating, ...schema({ summary: 'a message to the agent (recorded)', params: SessionId, body: MessageBody, headers: Idempotent, response: Type.Object({ seq: Type.Integer() }) }) },
     async (request) => {
       const { id } = request.params as Static<typeof SessionId>;
       const { text } = request.body as Static<typeof MessageBody>;
-      return deps.sessions.message(id, operatorOf(request), text);
+      return deps.sessions.message(id, operatorOf(request), text, once(request));
     },
   );
 
@@ -327,11 +354,11 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   );
   app.post(
     '/api/sessions/:id/verbs',
-    { ...mutating, ...schema({ summary: 'request a PVE verb (forensics first, policy, record)', params: SessionId, body: VerbBody, response: Accepted }) },
+    { ...mutating, ...schema({ summary: 'request a PVE verb (forensics first, policy, record)', params: SessionId, body: VerbBody, headers: Idempotent, response: Accepted }) },
     async (request) => {
       const { id } = request.params as Static<typeof SessionId>;
       const body = request.body as Static<typeof VerbBody>;
-      return deps.sessions.verb(id, { ...body, operator: operatorOf(request) });
+      return deps.sessions.verb(id, { ...body, operator: operatorOf(request) }, once(request));
     },
   );
 
@@ -345,11 +372,11 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   );
   app.post(
     '/api/sessions/:id/commands',
-    { ...mutating, ...schema({ summary: 'run an operator-typed command on the devvm', params: SessionId, body: CommandBody, response: Accepted }) },
+    { ...mutating, ...schema({ summary: 'run an operator-typed command on the devvm', params: SessionId, body: CommandBody, headers: Idempotent, response: Accepted }) },
     async (request) => {
       const { id } = request.params as Static<typeof SessionId>;
       const body = request.body as Static<typeof CommandBody>;
-      return deps.sessions.command(id, { ...body, operator: operatorOf(request) });
+      return deps.sessions.command(id, { ...body, operator: operatorOf(request) }, once(request));
     },
   );
 
@@ -357,11 +384,11 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const ApprovalBody = Type.Object({ decision: Type.Union([Type.Literal('approve'), Type.Literal('deny')]), reason: Type.Optional(Reason) }, { additionalProperties: false });
   app.post(
     '/api/sessions/:id/approvals/:approvalId',
-    { ...mutating, ...schema({ summary: 'approve or deny a pending request', params: ApprovalParams, body: ApprovalBody, response: Loose }) },
+    { ...mutating, ...schema({ summary: 'approve or deny a pending request', params: ApprovalParams, body: ApprovalBody, headers: Idempotent, response: Loose }) },
     async (request) => {
       const { id, approvalId } = request.params as Static<typeof ApprovalParams>;
       const body = request.body as Static<typeof ApprovalBody>;
-      return deps.sessions.approval(id, { approvalId, decision: body.decision, operator: operatorOf(request), ...(body.reason ? { reason: body.reason } : {}) });
+      return deps.sessions.approval(id, { approvalId, decision: body.decision, operator: operatorOf(request), ...(body.reason ? { reason: body.reason } : {}) }, once(request));
     },
   );
 

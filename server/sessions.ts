@@ -2,7 +2,7 @@
  * The console's view of sessions, over the Temporal client: start, list (visibility), state and
  * transcript (queries), and the operator's messages (updates and signals).
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { WorkflowExecutionAlreadyStartedError, type Client, type WorkflowHandle } from '@temporalio/client';
 import { readFullTranscript } from '../activities/agent/transcript.js';
 import { breakglassSession } from '../workflows/session.js';
@@ -24,6 +24,11 @@ import {
 } from '../workflows/messages.js';
 import { LAST_VERB, OPERATOR, OUTCOME, TARGET } from '../workflows/search-attributes.js';
 import type { SessionPolicy, SessionState, SessionTarget, TranscriptEntry, TranscriptPage } from '../workflows/session-types.js';
+
+/** Makes a request happen once: an Update id from the client's Idempotency-Key. */
+export interface Once {
+  updateId?: string;
+}
 
 /** A session's runs that stand for it: not those it continued from as new. */
 export const SESSION_RUNS = `WorkflowType = 'breakglassSession' AND ExecutionStatus != 'ContinuedAsNew'`;
@@ -66,9 +71,14 @@ export class Sessions {
     return this.client.workflow.getHandle<typeof breakglassSession>(id);
   }
 
-  async start(operator: string, description: string): Promise<string> {
+  /**
+   * Opens a session. With an idempotency key the session id comes from it (and the operator), and
+   * a repeat — even after the session closed — answers with that id instead of opening another.
+   */
+  async start(operator: string, description: string, idempotencyKey?: string): Promise<string> {
     for (let attempt = 0; ; attempt++) {
-      const id = newSessionId();
+      const keyed = idempotencyKey !== undefined;
+      const id = keyed ? `bg-once-${createHash('sha256').update(`${operator}\0${idempotencyKey}`).digest('hex').slice(0, 24)}` : newSessionId();
       try {
         await this.client.workflow.start(breakglassSession, {
           taskQueue: this.options.taskQueue,
@@ -84,6 +94,7 @@ export class Sessions {
               ...(this.options.approvalExpiryMinutes ? { approvalExpiryMinutes: this.options.approvalExpiryMinutes } : {}),
             },
           ],
+          ...(keyed ? { workflowIdReusePolicy: 'REJECT_DUPLICATE' as const } : {}),
           staticSummary: `Breakglass: ${this.options.target.devvm} (VM ${this.options.target.vmid}) — ${operator}`,
           staticDetails: `**Problem reported by ${operator}:**\n\n${description}`,
           typedSearchAttributes: [
@@ -94,6 +105,7 @@ export class Sessions {
         });
         return id;
       } catch (error) {
+        if (error instanceof WorkflowExecutionAlreadyStartedError && keyed) return id;
         if (error instanceof WorkflowExecutionAlreadyStartedError && attempt < 3) continue;
         throw error;
       }
@@ -149,24 +161,27 @@ export class Sessions {
     return readFullTranscript(this.client, id);
   }
 
-  message(id: string, operator: string, text: string) {
-    return this.handle(id).executeUpdate(operatorMessageUpdate, { args: [{ operator, text }] });
+  // `once.updateId`: an API client's Idempotency-Key made into the Update's id. Temporal runs an
+  // Update id once per run and answers a repeat with the first outcome, and the session keys
+  // the request from it, so a retried POST is never a second request.
+  message(id: string, operator: string, text: string, once: Once = {}) {
+    return this.handle(id).executeUpdate(operatorMessageUpdate, { args: [{ operator, text }], ...once });
   }
 
-  verb(id: string, request: VerbRequestInput) {
-    return this.handle(id).executeUpdate(requestVerbUpdate, { args: [request] });
+  verb(id: string, request: VerbRequestInput, once: Once = {}) {
+    return this.handle(id).executeUpdate(requestVerbUpdate, { args: [request], ...once });
   }
 
-  command(id: string, request: CommandRequestInput) {
-    return this.handle(id).executeUpdate(requestCommandUpdate, { args: [request] });
+  command(id: string, request: CommandRequestInput, once: Once = {}) {
+    return this.handle(id).executeUpdate(requestCommandUpdate, { args: [request], ...once });
   }
 
-  approval(id: string, decision: ApprovalInput) {
-    return this.handle(id).executeUpdate(approvalUpdate, { args: [decision] });
+  approval(id: string, decision: ApprovalInput, once: Once = {}) {
+    return this.handle(id).executeUpdate(approvalUpdate, { args: [decision], ...once });
   }
 
-  policy(id: string, operator: string, policy: Partial<SessionPolicy>) {
-    return this.handle(id).executeUpdate(setPolicyUpdate, { args: [{ operator, policy }] });
+  policy(id: string, operator: string, policy: Partial<SessionPolicy>, once: Once = {}) {
+    return this.handle(id).executeUpdate(setPolicyUpdate, { args: [{ operator, policy }], ...once });
   }
 
   pause(id: string, operator: string, reason?: string) {

@@ -98,6 +98,33 @@ describe('HTTP API with token auth', () => {
     expect(wrong.status).toBe(401);
   });
 
+  it('when a POST is retried with the same Idempotency-Key, then it answers as the first time and nothing happens twice; another key or operator is a new request', async () => {
+    const post = (token: string, path: string, body: unknown, key?: string) =>
+      fetch(`${base}${path}`, { ...json(token, body), headers: { ...(json(token, body).headers as Record<string, string>), ...(key ? { 'idempotency-key': key } : {}) } });
+    const opened = await Promise.all([1, 2].map(async () => ((await (await post(ALICE, '/api/sessions', { description: 'retried open' }, 'open-once-0001')).json()) as { id: string }).id));
+    expect(opened[0]).toBe(opened[1]);
+    const id = opened[0]!;
+    const other = ((await (await post(ALICE, '/api/sessions', { description: 'another open' }, 'open-once-0002')).json()) as { id: string }).id;
+    expect(other).not.toBe(id);
+
+    const first = (await (await post(ALICE, `/api/sessions/${id}/verbs`, { verb: 'status', reason: 'retried' }, 'verb-once-0001')).json()) as { key: string };
+    const again = (await (await post(ALICE, `/api/sessions/${id}/verbs`, { verb: 'status', reason: 'retried' }, 'verb-once-0001')).json()) as { key: string };
+    expect(again.key).toBe(first.key);
+    const bobs = (await (await post(BOB, `/api/sessions/${id}/verbs`, { verb: 'status', reason: 'same key, other operator' }, 'verb-once-0001')).json()) as { key: string };
+    expect(bobs.key).not.toBe(first.key);
+    const all = await until(async () => {
+      const got = await entries(base, id);
+      return got.filter((e) => e.type === 'status').length >= 2 ? got : undefined;
+    });
+    expect(all.filter((e) => e.type === 'request').map((e) => (e as { item: { key: string } }).item.key)).toEqual([first.key, bobs.key]);
+
+    const bad = await post(ALICE, `/api/sessions/${id}/verbs`, { verb: 'status', reason: 'x' }, 'no spaces allowed');
+    expect(bad.status).toBe(400);
+    expect(((await bad.json()) as { message: string }).message).toMatch(/idempotency-key/);
+    const docs = (await (await fetch(`${base}/api/docs`)).json()) as { paths: Record<string, Record<string, { parameters?: { name: string; in: string }[] }>> };
+    expect(docs.paths['/api/sessions/{id}/verbs']?.post?.parameters?.some((p) => p.name === 'idempotency-key' && p.in === 'header')).toBe(true);
+  });
+
   it('when a body is bad, then 400 names the field', async () => {
     const cases: [string, unknown, RegExp][] = [
       ['/api/sessions', {}, /description/],
