@@ -7,11 +7,12 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { bundleWorkflowCode, Worker, type ReplayResult } from '@temporalio/worker';
+import { bundleWorkflowCode, Worker, type InjectedSinks, type ReplayResult } from '@temporalio/worker';
 import { DeterminismViolationError } from '@temporalio/workflow';
 import { describe, expect, it } from 'vitest';
-import { bundlerOptions } from '../server/worker.js';
+import { WORKFLOWS_PATH, bundlerOptions } from '../server/worker.js';
 import { historyFromShowJson } from './helpers/history-json.js';
+import type { ReplayInputSinks } from './helpers/replay-inputs.js';
 import { workflowBundle } from './helpers/session-env.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -41,6 +42,44 @@ const updateNames = (name: string) =>
     .filter((update): update is string => update !== undefined);
 
 const quietLogger = { trace() {}, debug() {}, info() {}, warn() {}, error: console.error, log() {} } as never;
+
+/** The activities each recording scheduled, with their inputs (json/plain payloads decoded). */
+function recordedInputs(name: string): { type: string; args: unknown[] }[] {
+  return load(name)
+    .events.map((event) => event.activityTaskScheduledEventAttributes as { activityType?: { name?: string }; input?: { payloads?: { data?: string }[] } } | undefined)
+    .filter((attributes) => attributes !== undefined)
+    .map((attributes) => ({
+      type: attributes.activityType?.name ?? '',
+      args: (attributes.input?.payloads ?? []).map((payload) => JSON.parse(Buffer.from(payload.data ?? '', 'base64').toString('utf8')) as unknown),
+    }));
+}
+
+/** Replays with an observer interceptor; returns what today's code scheduled, per fixture. */
+async function replayedInputs(interceptor: string, names: string[]): Promise<Map<string, { type: string; args: unknown[] }[]>> {
+  const bundle = await bundleWorkflowCode({
+    workflowsPath: WORKFLOWS_PATH,
+    workflowInterceptorModules: [join(HERE, 'helpers', interceptor)],
+    ...(bundlerOptions?.webpackConfigHook ? { webpackConfigHook: bundlerOptions.webpackConfigHook } : {}),
+    logger: quietLogger,
+  });
+  // Replayed under the workflow id it was recorded with (host request ids are derived from it),
+  // read back from the first recorded request id ("<workflow id>.<key>.<suffix>").
+  const recordedId = (name: string) => {
+    const first = recordedInputs(name).flatMap((input) => input.args).find((arg) => typeof (arg as { requestId?: unknown })?.requestId === 'string') as { requestId: string } | undefined;
+    return first ? first.requestId.slice(0, first.requestId.lastIndexOf('.', first.requestId.lastIndexOf('.') - 1)) : name;
+  };
+  const ids = new Map(names.map((name) => [recordedId(name), name]));
+  const seen = new Map<string, { type: string; args: unknown[] }[]>(names.map((name) => [name, []]));
+  const histories = [...ids].map(([workflowId, name]) => ({ workflowId, history: historyFromShowJson(load(name)) }));
+  const scheduled = (info: { workflowId: string }, type: string, args: unknown[]) => {
+    seen.get(ids.get(info.workflowId) ?? info.workflowId)?.push({ type, args });
+  };
+  const sinks = { replayInputs: { scheduled: { fn: scheduled, callDuringReplay: true } } } as unknown as InjectedSinks<ReplayInputSinks>;
+  for await (const result of Worker.runReplayHistories({ workflowBundle: bundle, sinks }, histories)) {
+    if (result.error) throw new Error(`${result.workflowId}: ${String(result.error)}`);
+  }
+  return seen;
+}
 
 async function replayAll(bundle: { code: string }, names: string[]): Promise<ReplayResult[]> {
   const results: ReplayResult[] = [];
@@ -76,6 +115,19 @@ describe('replay of recorded session histories', () => {
   it('when every recorded history is replayed against the current workflow code, then none hits a determinism error', async () => {
     const results = await replayAll(await workflowBundle(), FIXTURE_NAMES);
     expect(results.map((result) => [result.workflowId, result.error ? String(result.error) : null])).toEqual(FIXTURE_NAMES.map((name) => [name, null]));
+  }, 120_000);
+
+  it('when every recorded history is replayed, then each activity is scheduled with exactly the input it was recorded with (host request ids included)', async () => {
+    const replayed = await replayedInputs('replay-inputs.ts', FIXTURE_NAMES);
+    for (const name of FIXTURE_NAMES) expect(replayed.get(name), name).toEqual(recordedInputs(name));
+    // Not vacuous: the recordings schedule the host verbs whose ids matter.
+    expect(FIXTURE_NAMES.flatMap((name) => recordedInputs(name).map((input) => input.type))).toEqual(expect.arrayContaining(['pveForensics', 'pveMutation', 'devvmCommand']));
+  }, 120_000);
+
+  it('when a changed id rule makes the inputs differ, then the input comparison fails (negative control)', async () => {
+    const names = ['cycle', 'approval-deny'];
+    const replayed = await replayedInputs('replay-inputs-altered.ts', names);
+    for (const name of names) expect(replayed.get(name), name).not.toEqual(recordedInputs(name));
   }, 120_000);
 
   it('when the workflow issues its commands in a different order, then replaying the recordings fails with a determinism violation', async () => {
