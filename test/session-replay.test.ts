@@ -19,7 +19,7 @@ const HERE = dirname(fileURLToPath(import.meta.url));
 const FIXTURES = join(HERE, 'fixtures/histories');
 
 /** What each fixture stands for; the test below checks the recording really shows it. */
-const FIXTURE_NAMES = ['approval-deny', 'cancelled', 'continued-as-new-run1', 'continued-as-new-run2', 'cycle'];
+const FIXTURE_NAMES = ['agent-cycle', 'approval-deny', 'cancelled', 'continued-as-new-run1', 'continued-as-new-run2', 'cycle', 'keys-2026-12'];
 
 interface JsonEvent {
   eventId: string;
@@ -40,6 +40,18 @@ const updateNames = (name: string) =>
   load(name)
     .events.map((event) => (event.workflowExecutionUpdateAcceptedEventAttributes as { acceptedRequest?: { input?: { name?: string } } } | undefined)?.acceptedRequest?.input?.name)
     .filter((update): update is string => update !== undefined);
+
+/** Patch ids the recording's markers carry (`patched()` calls taken). */
+const patchIds = (name: string) =>
+  load(name)
+    .events.map((event) => (event.markerRecordedEventAttributes as { details?: Record<string, { payloads?: { data?: string }[] }> } | undefined)?.details?.['patch-data']?.payloads?.[0]?.data)
+    .filter((data): data is string => data !== undefined)
+    .map((data) => (JSON.parse(Buffer.from(data, 'base64').toString('utf8')) as { id: string }).id);
+const requestIds = (name: string) =>
+  recordedInputs(name)
+    .flatMap((input) => input.args)
+    .map((arg) => (arg as { requestId?: unknown } | null)?.requestId)
+    .filter((id): id is string => typeof id === 'string');
 
 const quietLogger = { trace() {}, debug() {}, info() {}, warn() {}, error: console.error, log() {} } as never;
 
@@ -110,6 +122,14 @@ describe('replay of recorded session histories', () => {
     const started = load('continued-as-new-run2').events[0]!.workflowExecutionStartedEventAttributes as { continuedExecutionRunId?: string };
     expect(started.continuedExecutionRunId).toBeTruthy();
     expect(eventTypes('continued-as-new-run2').at(-1)).toBe('WORKFLOW_EXECUTION_COMPLETED');
+
+    // Today's key rules, each behind its patch: update-id keys, per-run signal numbers, refused
+    // keyless mutating signals, lapsing approvals; and the agent's turn-and-place keys.
+    expect(patchIds('keys-2026-12')).toEqual(expect.arrayContaining(['request-keys-from-update-ids', 'signal-keys-per-run', 'keyless-mutating-signals-refused', 'approval-expiry']));
+    expect(requestIds('keys-2026-12').filter((id) => id.endsWith('.m'))).toEqual([expect.stringMatching(/\.u[A-Za-z0-9]{20,}\.m$/)]);
+    expect(patchIds('agent-cycle')).toContain('agent-keys-from-turns');
+    expect(activityTypes('agent-cycle')).toEqual(['agentTurn', 'pveForensics', 'pveMutation', 'waitForDevvm', 'agentTurn']);
+    expect(requestIds('agent-cycle')).toEqual([expect.stringMatching(/\.t-1-0\.f$/), expect.stringMatching(/\.t-1-0\.m$/)]);
   });
 
   it('when every recorded history is replayed against the current workflow code, then none hits a determinism error', async () => {
@@ -125,7 +145,7 @@ describe('replay of recorded session histories', () => {
   }, 120_000);
 
   it('when a changed id rule makes the inputs differ, then the input comparison fails (negative control)', async () => {
-    const names = ['cycle', 'approval-deny'];
+    const names = ['cycle', 'approval-deny', 'agent-cycle', 'keys-2026-12'];
     const replayed = await replayedInputs('replay-inputs-altered.ts', names);
     for (const name of names) expect(replayed.get(name), name).not.toEqual(recordedInputs(name));
   }, 120_000);

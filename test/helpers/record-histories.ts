@@ -29,6 +29,8 @@ import {
   resumeSignal,
   setPolicyUpdate,
 } from '../../workflows/messages.js';
+import { readConversation } from '../../lab/messages-api/scenarios.js';
+import type { Script } from '../../lab/messages-api/server.js';
 import { cliOk } from './fault-tools.js';
 import { startSessionEnv, stateOf, uniqueQueue, waitForTranscript, type SessionEnv } from './session-env.js';
 
@@ -57,6 +59,35 @@ export const SCENARIOS: Record<string, Scenario> = {
     await handle.signal(endSessionSignal, { operator: 'alice', reason: 'recovered' });
     await handle.result();
     return [{ name: 'cycle', handle, runId: await runIdOf(handle) }];
+  },
+
+  /**
+   * Today's key rules: a cycle by update (its key from the update id), a keyless status by signal
+   * (numbered per run), a keyless cycle by signal (refused), and an approval that lapses.
+   */
+  async 'keys-2026-12'(env, queue) {
+    const handle = await env.startSession(queue, { policy: { mutatingVerbs: 'two-person' }, approvalExpiryMinutes: 0.05 });
+    const cycle = await handle.executeUpdate(requestVerbUpdate, { args: [{ verb: 'cycle', reason: 'needs bob', operator: 'alice' }] });
+    await handle.executeUpdate(approvalUpdate, { args: [{ approvalId: cycle.approvalId as string, decision: 'approve', operator: 'bob' }] });
+    await waitForTranscript(handle, hasEntry('devvm-wait'), 60_000);
+    await handle.signal(requestVerbSignal, { verb: 'status', reason: 'keyless look', operator: 'bob' });
+    await handle.signal(requestVerbSignal, { verb: 'cycle', reason: 'keyless cycle', operator: 'bob' });
+    await waitForTranscript(handle, hasEntry('status'));
+    await handle.executeUpdate(requestVerbUpdate, { args: [{ verb: 'reset', reason: 'nobody approves this', operator: 'alice' }] });
+    await waitForTranscript(handle, (entries) => entries.filter((entry) => entry.type === 'skipped').length >= 2, 30_000);
+    await handle.signal(endSessionSignal, { operator: 'alice', reason: 'recovered' });
+    await handle.result();
+    return [{ name: 'keys-2026-12', handle, runId: await runIdOf(handle) }];
+  },
+
+  /** An agent turn asking for a cycle, keyed by turn and place (t-1-0), and its report after. */
+  async 'agent-cycle'(env, queue) {
+    const handle = await env.startSession(queue);
+    await handle.executeUpdate(operatorMessageUpdate, { args: [{ text: 'devvm is wedged, please fix it', operator: 'alice' }] });
+    await waitForTranscript(handle, (entries) => hasEntry('devvm-wait')(entries) && entries.filter((entry) => entry.type === 'agent-message').length >= 2, 90_000);
+    await handle.signal(endSessionSignal, { operator: 'alice', reason: 'recovered' });
+    await handle.result();
+    return [{ name: 'agent-cycle', handle, runId: await runIdOf(handle) }];
   },
 
   /** Two-person policy: a reset denied, then a cycle approved by a second operator and run. */
@@ -145,10 +176,28 @@ function redact<T>(history: T): T {
 async function main(names: string[]): Promise<void> {
   const unknown = names.filter((name) => !(name in SCENARIOS));
   if (unknown.length) throw new Error(`unknown scenario(s) ${unknown.join(', ')}; known: ${Object.keys(SCENARIOS).join(', ')}`);
-  const env = await startSessionEnv({ dynamicConfig: { 'limit.historyCount.suggestContinueAsNew': CONTINUE_AS_NEW_THRESHOLD } });
+  for (const withAgent of [false, true]) {
+    const chosen = (names.length ? names : Object.keys(SCENARIOS)).filter((name) => AGENT_SCENARIOS.has(name) === withAgent);
+    if (chosen.length) await record(chosen, withAgent);
+  }
+}
+
+/** Scenarios whose sessions have an agent (the Messages API stand-in, scripted below). */
+const AGENT_SCENARIOS = new Set(['agent-cycle']);
+
+/** A model that asks for a cycle, waits for its result, and reports. */
+const cycleOnce: Script = (request) => {
+  const cycle = readConversation(request).calls.find((call) => call.name === 'pve_cycle');
+  if (!cycle) return { text: 'The devvm is wedged: cycling VM 102.', toolCalls: [{ name: 'pve_cycle', input: { reason: 'devvm wedged (agent)' } }] };
+  if (!cycle.result || /reported in a later message/i.test(cycle.result.text)) return { text: 'Waiting for the cycle.' };
+  return { text: 'Cycled: the devvm answers again.' };
+};
+
+async function record(names: string[], withAgent: boolean): Promise<void> {
+  const env = await startSessionEnv({ dynamicConfig: { 'limit.historyCount.suggestContinueAsNew': CONTINUE_AS_NEW_THRESHOLD }, ...(withAgent ? { agentScript: cycleOnce } : {}) });
   try {
     await mkdir(HISTORIES_DIR, { recursive: true });
-    for (const name of names.length ? names : Object.keys(SCENARIOS)) {
+    for (const name of names) {
       const queue = uniqueQueue(`record-${name}`);
       const worker = await env.startWorker(queue);
       try {
