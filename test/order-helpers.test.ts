@@ -1,0 +1,25 @@
+// The ordering checks every suite uses ("forensics before the verb") must fail when the first
+// thing is missing: a transcript double without its forensics entry proves it.
+import { describe, expect, it } from 'vitest';
+import { expectInOrder, expectOrdered } from './helpers/order.js';
+
+const transcript = ['session-started', 'request', 'forensics', 'verb-result', 'devvm-wait'];
+
+describe('ordering assertions', () => {
+  it('when every item is there in order, then they pass', () => {
+    expect(() => expectInOrder(transcript, 'forensics', 'verb-result', 'devvm-wait')).not.toThrow();
+    expect(() => expectOrdered({ forensics: 2, 'verb-result': 3 })).not.toThrow();
+  });
+
+  it('when forensics is missing from the transcript, then "forensics before the verb" fails, naming it', () => {
+    const withoutForensics = transcript.filter((type) => type !== 'forensics');
+    // What a bare indexOf comparison would have let through:
+    expect(withoutForensics.indexOf('forensics') < withoutForensics.indexOf('verb-result')).toBe(true);
+    expect(() => expectInOrder(withoutForensics, 'forensics', 'verb-result')).toThrow(/forensics is missing/);
+    expect(() => expectOrdered({ forensics: -1, 'verb-result': 3 })).toThrow(/forensics is missing/);
+  });
+
+  it('when the order is wrong, then it fails, naming both', () => {
+    expect(() => expectInOrder(['verb-result', 'forensics'], 'forensics', 'verb-result')).toThrow(/forensics \(at 1\) should come before verb-result \(at 0\)/);
+  });
+});
