@@ -17,7 +17,7 @@ import { runAgentTurn, type AgentModelConfig } from './agent/turn.js';
 import type { AgentToolCall, AgentTranscriptEntry, AgentUsage } from './agent/types.js';
 import { sendNotification, type NotifierConfig, type NotifyEvent } from './notify.js';
 import type { ActivityObserver } from '../server/metrics.js';
-import { runDevvmCommand } from './devvm/command.js';
+import { devvmRunName, runDevvmCommand, stopDevvmRun } from './devvm/command.js';
 import { pveForensics, pveMutation, pveStatus } from './pve/verbs.js';
 import { runSshCommand, type SshTarget } from './ssh/connection.js';
 import { isSshError } from './ssh/errors.js';
@@ -164,17 +164,28 @@ export function createActivities(deps: ActivityDeps) {
     async devvmCommand(request: { command: string; timeoutSeconds: number }): Promise<DevvmCommandRecord> {
       const info = Context.current().info;
       const key = { workflowId: info.workflowExecution?.workflowId ?? '', activityId: info.activityId, attempt: info.attempt };
+      const runName = devvmRunName([key.workflowId, info.activityId, String(info.attempt)]);
+      const { cancellationSignal, log } = Context.current();
+      // Cancelled (the session was): stop the command on the devvm too, not only the SSH session.
+      const stopOnCancel = () => {
+        void stopDevvmRun(deps.devvm, runName).then(
+          (found) => log.info('devvm command stopped after cancellation', { runName, found }),
+          (error: Error) => log.warn('devvm command could not be stopped after cancellation', { runName, error: error.message }),
+        );
+      };
+      cancellationSignal.addEventListener('abort', stopOnCancel, { once: true });
       const result = await typed(() =>
         observed('devvm-command', 'devvm', () => withHeartbeat((signal) =>
           runDevvmCommand(deps.devvm, request.command, {
             timeoutSeconds: request.timeoutSeconds,
+            runName,
             signal,
             headBytes: COMMAND_HEAD_BYTES,
             tailBytes: COMMAND_TAIL_BYTES,
             ...(deps.onCommandOutput ? { onOutput: (stream, chunk) => deps.onCommandOutput?.(key, stream, chunk.toString('utf8')) } : {}),
           }),
         )),
-      );
+      ).finally(() => cancellationSignal.removeEventListener('abort', stopOnCancel));
       return {
         command: result.command,
         exitCode: result.exitCode,

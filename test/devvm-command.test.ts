@@ -42,6 +42,8 @@ describe('devvm commands over a real shell', { concurrent: true }, () => {
     expect(result.stdout.text).toBe(`it's\n42\na"b\n`);
     expect(result.stderr.text).toBe('sh\n');
     expect(wrapWithTimeout(command, 7)).toBe(`timeout --kill-after=5 7 sh -c ${shellQuote(command)}`);
+    // A named run: the shell's $0, which the cancel path finds it by.
+    expect(wrapWithTimeout(command, 7, 'bg-run-w1-7-1')).toBe(`timeout --kill-after=5 7 sh -c ${shellQuote(command)} bg-run-w1-7-1`);
   });
 
   it('when the command reads stdin, then it gets end-of-file at once instead of waiting for the deadline', async () => {

@@ -128,7 +128,7 @@ describe('cancel from the CLI', () => {
     }
   });
 
-  it('when `temporal workflow cancel` arrives while a devvm command (sleep 30) runs, then the session closes promptly and the command\'s SSH session is let go', async () => {
+  it('when `temporal workflow cancel` arrives while a devvm command (sleep 30) runs, then the session closes promptly, the command\'s SSH session is let go and the command is stopped on the devvm', async () => {
     const queue = uniqueQueue('cancel-command');
     await env.startWorker(queue);
     const handle = await env.startSession(queue);
@@ -148,15 +148,17 @@ describe('cancel from the CLI', () => {
       expect(entriesOf(entries, 'command-result')).toHaveLength(0);
       expect(entriesOf(entries, 'command-failed')).toHaveLength(0);
       // The record says what became of the command: let go, maybe still running.
-      expect(entriesOf(entries, 'skipped')).toMatchObject([{ what: `devvm: sleep 30; echo ${marker}`, why: expect.stringContaining('abandoned when the session was cancelled: it may still be running on the devvm') }]);
+      expect(entriesOf(entries, 'skipped')).toMatchObject([{ what: `devvm: sleep 30; echo ${marker}`, why: expect.stringContaining('abandoned when the session was cancelled: the devvm was asked to stop it') }]);
       expect(entries.at(-1)).toMatchObject({ type: 'session-ended', outcome: 'cancelled' });
-      // The activity hears of the cancellation with its next heartbeat and closes the connection.
+      // The activity hears of the cancellation with its next heartbeat, closes the connection, and
+      // stops the command on the devvm by its run name (closing alone would leave it running).
       await eventually(() => (commandLine(connection) === '' ? true : undefined), 15_000, 'the command\'s SSH connection is closed');
+      await eventually(() => (pidsWithArg(marker).length === 0 ? true : undefined), 15_000, 'the command is stopped on the devvm');
       expect(Date.now() - started).toBeLessThan(20_000);
     } finally {
-      // Closing the connection does not end the remote command: sshd only closes its pipes, and
-      // it refuses SSH signal requests for root (no post-auth privsep) and forced-command
-      // sessions. Its own remote time limit ends it; do not leave it behind for the next test.
+      // Closing the connection alone does not end the remote command (sshd only closes its pipes,
+      // and refuses SSH signal requests for root and forced-command sessions): whatever a failed
+      // assertion above left behind must not outlive this test.
       for (const pid of pidsWithArg(marker)) process.kill(pid, 'SIGKILL');
     }
   });

@@ -673,12 +673,13 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
       record({ type: 'command-result', key: item.key, result });
     } catch (error) {
       if (isCancellation(error)) {
-        // The SSH session is let go, but the command itself is not stopped on the devvm: say so.
+        // The worker asks the devvm to stop it by its run name; whether that took, only the worker's
+        // log and the devvm know: say what may be true.
         record({
           type: 'skipped',
           key: item.key,
           what: describeItem(item),
-          why: `abandoned when the session was cancelled: it may still be running on the devvm, until its own time limit (${item.timeoutSeconds} s from its start)`,
+          why: `abandoned when the session was cancelled: the devvm was asked to stop it; if it could not be, it may still be running until its own time limit (${item.timeoutSeconds} s from its start)`,
         });
         throw error;
       }

@@ -9,6 +9,11 @@ const CLIENT_GRACE_MS = 10_000;
 
 export interface DevvmCommandOptions {
   timeoutSeconds: number;
+  /**
+   * Names the run on the devvm (the shell's $0): when the call is aborted (a cancelled session),
+   * the command is stopped on the devvm by that name, not only let go.
+   */
+  runName?: string;
   onOutput?: (stream: 'stdout' | 'stderr', chunk: Buffer) => void;
   signal?: AbortSignal;
   headBytes?: number;
@@ -34,8 +39,27 @@ export function shellQuote(text: string): string {
  * The remote time limit is enforced on the devvm itself with coreutils' timeout: closing the
  * SSH channel does not reliably stop a command that ignores SIGHUP.
  */
-export function wrapWithTimeout(command: string, timeoutSeconds: number): string {
-  return `timeout --kill-after=5 ${timeoutSeconds} sh -c ${shellQuote(command)}`;
+export function wrapWithTimeout(command: string, timeoutSeconds: number, runName?: string): string {
+  return `timeout --kill-after=5 ${timeoutSeconds} sh -c ${shellQuote(command)}${runName ? ` ${runName}` : ''}`;
+}
+
+/** A run name the devvm's shell and `pkill -f` can both carry: bg-run- and safe characters only. */
+export function devvmRunName(parts: string[]): string {
+  return `bg-run-${parts.join('-').replace(/[^A-Za-z0-9-]/g, '_').slice(0, 100)}`;
+}
+
+/**
+ * Stops a named run on the devvm: TERM to its `timeout` (which passes it on), KILL a moment
+ * later for a command that ignores TERM. The pattern's first letter in brackets keeps pkill's
+ * own shell from matching it.
+ */
+export async function stopDevvmRun(target: SshTarget, runName: string): Promise<boolean> {
+  const pattern = `[${runName[0]}]${runName.slice(1)}`;
+  const output = await runSshCommand(target, {
+    command: `pkill -TERM -f ${shellQuote(pattern)}; found=$?; sleep 2; pkill -KILL -f ${shellQuote(pattern)}; exit $found`,
+    deadlineMs: 10_000,
+  });
+  return output.exitCode === 0;
 }
 
 export function validateDevvmCommand(command: string, timeoutSeconds: number): void {
@@ -62,7 +86,7 @@ export function endedByRemoteTimeout(exitCode: number | null, exitSignal: string
 export async function runDevvmCommand(target: SshTarget, command: string, options: DevvmCommandOptions): Promise<DevvmCommandResult> {
   validateDevvmCommand(command, options.timeoutSeconds);
   const output = await runSshCommand(target, {
-    command: wrapWithTimeout(command, options.timeoutSeconds),
+    command: wrapWithTimeout(command, options.timeoutSeconds, options.runName),
     deadlineMs: options.timeoutSeconds * 1000 + CLIENT_GRACE_MS,
     ...(options.headBytes !== undefined ? { headBytes: options.headBytes } : {}),
     ...(options.tailBytes !== undefined ? { tailBytes: options.tailBytes } : {}),
