@@ -5,188 +5,52 @@
  * verb is scheduled.
  */
 import {
-  ActivityFailure,
-  ApplicationFailure,
   CancellationScope,
-  TimeoutFailure,
   allHandlersFinished,
   condition,
   continueAsNew,
   currentUpdateInfo,
   isCancellation,
   patched,
-  proxyActivities,
   setCurrentDetails,
   setHandler,
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
-import type { createActivities } from '../activities/index.js';
 import {
-  DEFAULT_COMMAND_TIMEOUT_SECONDS,
-  MAX_COMMAND_LENGTH,
-  MAX_COMMAND_TIMEOUT_SECONDS,
-  MAX_MESSAGE_LENGTH,
-  MAX_REASON_LENGTH,
-  REQUEST_KEY_PATTERN,
-  approvalUpdate,
-  cancelRequestSignal,
-  endSessionSignal,
-  operatorMessageUpdate,
-  pauseSignal,
-  requestCommandUpdate,
-  requestVerbSignal,
-  requestVerbUpdate,
-  resumeSignal,
-  setPolicyUpdate,
   stateQuery,
   transcriptQuery,
-  type CommandRequestInput,
   type RequestAccepted,
-  type VerbRequestInput,
 } from './messages.js';
 import { approvalRule } from './policy.js';
-import { PVE_VERBS, isMutatingVerb, type MutatingVerb, type VmState } from './pve-types.js';
-import { LAST_VERB, OPERATOR, OUTCOME, TARGET } from './search-attributes.js';
+import { runAgentTurn } from './session-agent.js';
+import { executeItem } from './session-steps.js';
+import { registerMessageHandlers } from './session-handlers.js';
+import {
+  TRANSCRIPT_PAGE_BYTES,
+  TRANSCRIPT_PAGE_LIMIT,
+  describeItem,
+  notifications,
+  timingOverrides,
+  type Activities,
+} from './session-rules.js';
+import type { SessionScope } from './session-scope.js';
+import type { VmState } from './pve-types.js';
+import { OPERATOR, OUTCOME, TARGET } from './search-attributes.js';
 import type {
-  Actor,
   AgentState,
   CarriedState,
-  CommandItem,
   Outcome,
   PendingApproval,
   SessionInput,
   SessionPolicy,
   SessionState,
-  SessionTiming,
   TokenUsage,
   TranscriptEntry,
-  VerbItem,
   WorkItem,
 } from './session-types.js';
 
-type Activities = ReturnType<typeof createActivities>;
-
-/** Error types the activities raise for failures that repeating cannot fix. */
-const NON_RETRYABLE = ['host_key_mismatch', 'auth_failed', 'verb_rejected', 'conflict', 'verb_failed', 'outcome_unknown', 'host_config', 'protocol'];
-/** Activity failures after which a mutating verb may or may not have run on the host. */
-const UNKNOWN_OUTCOME_KINDS = new Set(['timeout', 'unreachable', 'in_progress', 'outcome_unknown', 'protocol']);
-const TRANSCRIPT_PAGE_LIMIT = 200;
-/**
- * A page's size cap, in JSON characters: forensics (~130 KiB each) and outputs add up, and a
- * query answer past gRPC's 4 MB message limit would break catch-up, the postmortem and every
- * agent turn. Always at least one entry (each is capped on its own).
- */
-const TRANSCRIPT_PAGE_BYTES = 1024 * 1024;
-const DEVVM_WAIT_SECONDS = 180;
-
-// Read-only verbs: a few quick retries.
-const reads = proxyActivities<Activities>({
-  startToCloseTimeout: '90s',
-  heartbeatTimeout: '20s',
-  retry: { initialInterval: '1s', maximumInterval: '10s', maximumAttempts: 4, nonRetryableErrorTypes: NON_RETRYABLE },
-});
-// Mutating verbs: retried safely because every attempt carries the same host request id, so a
-// retry re-attaches to the host's journal instead of acting again. The heartbeat timeout is
-// what notices a dead worker.
-const mutations = proxyActivities<Activities>({
-  startToCloseTimeout: '6m',
-  heartbeatTimeout: '20s',
-  retry: { initialInterval: '2s', maximumInterval: '15s', maximumAttempts: 6, nonRetryableErrorTypes: NON_RETRYABLE },
-});
-// Devvm commands are not idempotent in general: run at most once, cancellable.
-const commands = proxyActivities<Activities>({
-  startToCloseTimeout: `${MAX_COMMAND_TIMEOUT_SECONDS + 30}s`,
-  heartbeatTimeout: '10s',
-  retry: { maximumAttempts: 1 },
-});
-
-/** Clamps an optional number into [min, max]; undefined (or not a number) stays undefined. */
-function clampOptional(value: number | undefined, min: number, max: number): number | undefined {
-  return typeof value === 'number' && Number.isFinite(value) ? Math.min(Math.max(value, min), max) : undefined;
-}
-
-/**
- * Activity option overrides from SessionInput.timing, merged over the proxies' defaults by
- * executeWithOptions. Without timing they are empty: the defaults above apply unchanged.
- */
-function timingOverrides(timing: SessionTiming | undefined) {
-  // Activities heartbeat every second: a timeout under 2 s would fail healthy attempts.
-  const heartbeatSeconds = clampOptional(timing?.heartbeatTimeoutSeconds, 2, 600);
-  const initialSeconds = clampOptional(timing?.retryInitialIntervalSeconds, 0.1, 60);
-  const maximumSeconds = clampOptional(timing?.retryMaximumIntervalSeconds, 0.1, 600);
-  const heartbeat = heartbeatSeconds === undefined ? {} : { heartbeatTimeout: heartbeatSeconds * 1000 };
-  const retry = (defaults: { initial: number; maximum: number }) => {
-    if (initialSeconds === undefined && maximumSeconds === undefined) return {};
-    const maximum = maximumSeconds ?? Math.max(defaults.maximum, initialSeconds ?? 0);
-    const initial = Math.min(initialSeconds ?? defaults.initial, maximum);
-    return { retry: { initialInterval: initial * 1000, maximumInterval: maximum * 1000 } };
-  };
-  return {
-    heartbeat,
-    reads: { ...heartbeat, ...retry({ initial: 1, maximum: 10 }) },
-    mutations: { ...heartbeat, ...retry({ initial: 2, maximum: 15 }) },
-  };
-}
-
-// Agent turns: retried with backoff (a 429's retry-after arrives as the failure's next-retry
-// delay); an invalid key or a malformed request is not retried. Cancellable.
-const agent = proxyActivities<Activities>({
-  startToCloseTimeout: '5m',
-  heartbeatTimeout: '30s',
-  retry: { initialInterval: '2s', backoffCoefficient: 2, maximumInterval: '60s', maximumAttempts: 6, nonRetryableErrorTypes: ['agent_auth', 'agent_bad_request', 'agent_cancelled'] },
-});
-
-// Webhook notifications: best effort, never awaited by anything that matters.
-const notifications = proxyActivities<Activities>({ startToCloseTimeout: '20s', retry: { maximumAttempts: 3, initialInterval: '2s' } });
-
-interface FailureInfo {
-  kind: string;
-  message: string;
-  detail?: unknown;
-}
-
-function describeFailure(error: unknown): FailureInfo {
-  if (error instanceof ActivityFailure) {
-    const cause = error.cause;
-    if (cause instanceof ApplicationFailure) {
-      return { kind: cause.type ?? 'error', message: cause.message, ...(cause.details?.[0] !== undefined ? { detail: cause.details[0] } : {}) };
-    }
-    if (cause instanceof TimeoutFailure) return { kind: 'timeout', message: `activity timed out (${cause.timeoutType})` };
-    return { kind: 'error', message: cause?.message ?? error.message };
-  }
-  return { kind: 'error', message: error instanceof Error ? error.message : String(error) };
-}
-
-/** Client-chosen keys must not collide with the keys the session makes itself. */
-function validateRequestKey(key: string | undefined): void {
-  if (key === undefined) return;
-  if (!REQUEST_KEY_PATTERN.test(key)) throw new Error('requestKey: 1-40 letters, digits, "_" or "-"');
-  if (key.startsWith('t-') || key.startsWith('a-') || /^r\d+(-|$)/.test(key) || /^u[A-Za-z0-9]{20,}$/.test(key)) {
-    throw new Error('requestKey: "t-…", "a-…", "r<number>" and "u<update id>" are reserved for keys the session makes');
-  }
-}
-
-function describeItem(item: WorkItem): string {
-  return item.kind === 'verb' ? item.verb : `devvm: ${item.command}`;
-}
-
-function operatorName(value: unknown): string {
-  if (typeof value !== 'string' || value.trim() === '' || value.length > 200) throw new Error('operator: required (1-200 characters)');
-  return value.trim();
-}
-
-function reasonText(value: unknown, field = 'reason'): string {
-  if (value === undefined) return '';
-  if (typeof value !== 'string' || value.length > MAX_REASON_LENGTH) throw new Error(`${field}: at most ${MAX_REASON_LENGTH} characters`);
-  return value.trim();
-}
-
-/** Host request ids: [A-Za-z][A-Za-z0-9._-]{7,127}, stable across retries and `workflow reset`. */
-export function hostRequestId(workflowId: string, key: string, suffix: string): string {
-  const safe = workflowId.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 80);
-  return `${/^[A-Za-z]/.test(safe) ? '' : 'w'}${safe}.${key}${suffix}`;
-}
+export { hostRequestId } from './session-rules.js';
 
 export async function breakglassSession(input: SessionInput): Promise<Outcome> {
   const info = workflowInfo();
@@ -344,40 +208,6 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
   }
   refreshDetails();
 
-  // ------------------------------------------------------------------ message validation
-  const validateVerbRequest = (request: VerbRequestInput) => {
-    if (!request || typeof request !== 'object') throw new Error('body: expected { verb, reason, operator }');
-    if (!(PVE_VERBS as readonly string[]).includes(request.verb)) throw new Error(`verb: must be one of ${PVE_VERBS.join(', ')}`);
-    operatorName(request.operator);
-    reasonText(request.reason);
-    validateRequestKey(request.requestKey);
-    if (endRequested || outcome) throw new Error('session: already ending');
-  };
-
-  const validateCommandRequest = (request: CommandRequestInput) => {
-    if (!request || typeof request !== 'object') throw new Error('body: expected { command, timeoutSeconds?, operator }');
-    if (typeof request.command !== 'string' || request.command.trim() === '') throw new Error('command: must not be empty');
-    if (request.command.length > MAX_COMMAND_LENGTH) throw new Error(`command: at most ${MAX_COMMAND_LENGTH} characters`);
-    if (request.command.includes('\0')) throw new Error('command: must not contain NUL bytes');
-    const timeout = request.timeoutSeconds ?? DEFAULT_COMMAND_TIMEOUT_SECONDS;
-    if (!Number.isInteger(timeout) || timeout < 1 || timeout > MAX_COMMAND_TIMEOUT_SECONDS) {
-      throw new Error(`timeoutSeconds: a whole number from 1 to ${MAX_COMMAND_TIMEOUT_SECONDS}`);
-    }
-    operatorName(request.operator);
-    validateRequestKey(request.requestKey);
-    if (endRequested || outcome) throw new Error('session: already ending');
-  };
-
-  const acceptVerb = (request: VerbRequestInput): RequestAccepted => {
-    const key = newKey(request.requestKey);
-    if (usedKeys.has(key)) {
-      const waiting = [...pendingApprovals.values()].find((p) => p.item.key === key);
-      return { key, approvalId: waiting?.approvalId ?? null };
-    }
-    const operator: Actor = { kind: 'operator', name: operatorName(request.operator) };
-    return admit({ kind: 'verb', key, verb: request.verb, reason: reasonText(request.reason), requestedBy: operator, approvedBy: [] });
-  };
-
   // ------------------------------------------------------------------------- handlers
   setHandler(stateQuery, (): SessionState => ({
     workflowId: info.workflowId,
@@ -425,364 +255,113 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
     };
   });
 
-  setHandler(
-    operatorMessageUpdate,
-    (message) => {
-      const entry = record({ type: 'operator-message', operator: operatorName(message.operator), text: message.text.trim() });
-      if (agentState.enabled) {
-        // A new message from a person resets the agent's tool-call budget.
-        agentState.pending = true;
-        toolCallsUsed = 0;
-      }
-      return { seq: entry.seq };
+  // The session's parts see its state through this view; the message handlers change it
+  // (requests, approvals, policy, pause, end, cancel).
+  const scope: SessionScope = {
+    info,
+    input,
+    tuned,
+    get nextSeq() {
+      return nextSeq;
     },
-    {
-      validator: (message) => {
-        if (!message || typeof message.text !== 'string' || message.text.trim() === '') throw new Error('text: must not be empty');
-        if (message.text.length > MAX_MESSAGE_LENGTH) throw new Error(`text: at most ${MAX_MESSAGE_LENGTH} characters`);
-        operatorName(message.operator);
-      },
+    get outcome() {
+      return outcome;
     },
-  );
-
-  setHandler(requestVerbUpdate, acceptVerb, { validator: validateVerbRequest });
-
-  // Signals cannot be rejected, so a bad one from the CLI is recorded as a failed request.
-  setHandler(requestVerbSignal, (request) => {
-    try {
-      validateVerbRequest(request);
-      // A signal has no id: re-applied after a reset it would be a new request (a second cycle),
-      // and numbered it could be answered with an older request's result. A mutating one must name itself.
-      if (request.requestKey === undefined && isMutatingVerb(request.verb) && patched('keyless-mutating-signals-refused')) {
-        throw new Error(
-          `requestKey: required for ${request.verb} by signal (a signal carries no id, so a reset could run it twice): add e.g. "requestKey":"cli-${request.verb}-1", or use the console or its API`,
-        );
-      }
-    } catch (error) {
-      record({ type: 'skipped', key: '-', what: String(request?.verb ?? 'request'), why: `rejected signal: ${(error as Error).message}` });
-      return;
-    }
-    acceptVerb(request);
-  });
-
-  setHandler(
-    requestCommandUpdate,
-    (request) => {
-      const key = newKey(request.requestKey);
-      if (usedKeys.has(key)) return { key, approvalId: null };
-      const item: CommandItem = {
-        kind: 'command',
-        key,
-        command: request.command,
-        timeoutSeconds: request.timeoutSeconds ?? DEFAULT_COMMAND_TIMEOUT_SECONDS,
-        requestedBy: { kind: 'operator', name: operatorName(request.operator) },
-        approvedBy: [],
-      };
-      return admit(item);
+    get endRequested() {
+      return endRequested;
     },
-    { validator: validateCommandRequest },
-  );
-
-  setHandler(
-    approvalUpdate,
-    (decision) => {
-      // The validator vouched for the id when the update was accepted; replay skips validators.
-      const pending = pendingApprovals.get(decision.approvalId);
-      if (!pending) return { approvalId: decision.approvalId, decision: decision.decision, executed: false };
-      const operator = operatorName(decision.operator);
-      record({ type: 'approval', approvalId: pending.approvalId, decision: decision.decision, operator, reason: reasonText(decision.reason) });
-      if (decision.decision === 'deny') {
-        pendingApprovals.delete(pending.approvalId);
-        record({ type: 'skipped', key: pending.item.key, what: describeItem(pending.item), why: `denied by ${operator}` });
-        awaiting.delete(pending.item.key);
-        refreshDetails();
-        return { approvalId: pending.approvalId, decision: 'deny', executed: false };
-      }
-      pending.approvals.push(operator);
-      if (pending.approvals.length < pending.required) {
-        refreshDetails();
-        return { approvalId: pending.approvalId, decision: 'approve', executed: false };
-      }
-      pendingApprovals.delete(pending.approvalId);
-      queue.push({ ...pending.item, approvedBy: [...pending.approvals] });
-      refreshDetails();
-      return { approvalId: pending.approvalId, decision: 'approve', executed: true };
+    set endRequested(value) {
+      endRequested = value;
     },
-    {
-      // Runs before anything reaches history: a stale or unknown approval id is refused here.
-      validator: (decision) => {
-        if (!decision || typeof decision !== 'object') throw new Error('body: expected { approvalId, decision, operator }');
-        const pending = pendingApprovals.get(decision.approvalId);
-        if (!pending && expiredApprovals.has(decision.approvalId)) throw new Error(`approvalId: "${decision.approvalId}" expired unapproved; the request must be made again`);
-        if (!pending) throw new Error(`approvalId: no pending approval "${String(decision.approvalId)}" (already decided or never requested)`);
-        if (decision.decision !== 'approve' && decision.decision !== 'deny') throw new Error('decision: must be "approve" or "deny"');
-        const operator = operatorName(decision.operator);
-        reasonText(decision.reason);
-        if (decision.decision === 'approve') {
-          const requester = pending.item.requestedBy.kind === 'operator' ? pending.item.requestedBy.name : null;
-          if (operator === requester) throw new Error('operator: the requester cannot approve their own request');
-          if (pending.approvals.includes(operator)) throw new Error('operator: has already approved this request');
-        }
-      },
+    get cancelledBy() {
+      return cancelledBy;
     },
-  );
-
-  setHandler(
-    setPolicyUpdate,
-    (change) => {
-      policy = { ...policy, ...change.policy };
-      record({ type: 'policy-changed', operator: operatorName(change.operator), policy });
-      refreshDetails();
+    set cancelledBy(value) {
+      cancelledBy = value;
+    },
+    get policy() {
       return policy;
     },
-    {
-      validator: (change) => {
-        operatorName(change?.operator);
-        const next = change.policy ?? {};
-        if (next.mutatingVerbs !== undefined && !['autonomous', 'approve', 'two-person'].includes(next.mutatingVerbs)) {
-          throw new Error('policy.mutatingVerbs: one of autonomous, approve, two-person');
-        }
-        if (next.devvmCommands !== undefined && !['allowlist', 'autonomous'].includes(next.devvmCommands)) {
-          throw new Error('policy.devvmCommands: one of allowlist, autonomous');
-        }
-        if (next.toolCallsPerMessage !== undefined && (!Number.isInteger(next.toolCallsPerMessage) || next.toolCallsPerMessage < 1 || next.toolCallsPerMessage > 200)) {
-          throw new Error('policy.toolCallsPerMessage: a whole number from 1 to 200');
-        }
-      },
+    set policy(value) {
+      policy = value;
     },
-  );
-
-  setHandler(pauseSignal, (action) => pause(String(action?.operator ?? 'unknown'), String(action?.reason ?? 'paused by operator')));
-  setHandler(resumeSignal, (action) => {
-    if (!paused) return;
-    paused = false;
-    pauseReason = '';
-    record({ type: 'resumed', operator: String(action?.operator ?? 'unknown') });
-    refreshDetails();
-  });
-  setHandler(cancelRequestSignal, (action) => {
-    if (cancelledBy || outcome) return;
-    cancelledBy = { operator: String(action?.operator ?? 'unknown'), reason: String(action?.reason ?? '') };
-    record({ type: 'cancel-requested', operator: cancelledBy.operator, reason: cancelledBy.reason });
-  });
-  setHandler(endSessionSignal, (action) => {
-    endRequested ??= { operator: String(action?.operator ?? 'unknown'), reason: String(action?.reason ?? '') };
-  });
-
-  // ------------------------------------------------------------------------- the work
-  const requestId = (item: WorkItem, suffix: string) => hostRequestId(info.workflowId, item.key, suffix);
-
-  const checkStatus = async (item: WorkItem, summary: string) => {
-    const result = await reads.pveStatus.executeWithOptions({ ...tuned.reads, summary }, []);
-    setVm(result.vm);
-    record({ type: 'status', key: item.key, result });
-    return result;
+    get paused() {
+      return paused;
+    },
+    set paused(value) {
+      paused = value;
+    },
+    get pauseReason() {
+      return pauseReason;
+    },
+    set pauseReason(value) {
+      pauseReason = value;
+    },
+    get toolCallsUsed() {
+      return toolCallsUsed;
+    },
+    set toolCallsUsed(value) {
+      toolCallsUsed = value;
+    },
+    get agentThinking() {
+      return agentThinking;
+    },
+    set agentThinking(value) {
+      agentThinking = value;
+    },
+    get costUsd() {
+      return costUsd;
+    },
+    set costUsd(value) {
+      costUsd = value;
+    },
+    get lastVerb() {
+      return lastVerb;
+    },
+    set lastVerb(value) {
+      lastVerb = value;
+    },
+    get lastMutationOk() {
+      return lastMutationOk;
+    },
+    set lastMutationOk(value) {
+      lastMutationOk = value;
+    },
+    get devvmReachable() {
+      return devvmReachable;
+    },
+    set devvmReachable(value) {
+      devvmReachable = value;
+    },
+    get running() {
+      return running;
+    },
+    set running(value) {
+      running = value;
+    },
+    usedKeys,
+    pendingApprovals,
+    expiredApprovals,
+    agentState,
+    awaiting,
+    queue,
+    tokens,
+    record,
+    notify,
+    setVm,
+    refreshDetails,
+    pause,
+    newKey,
+    admit,
   };
+  registerMessageHandlers(scope);
 
-  const captureForensics = async (item: WorkItem, trigger: string) => {
-    const result = await reads.pveForensics.executeWithOptions(
-      { ...tuned.reads, startToCloseTimeout: '3m', summary: trigger === 'on request' ? 'forensics' : `forensics before ${trigger}` },
-      [{ requestId: requestId(item, '.f'), trigger }],
-    );
-    record({ type: 'forensics', key: item.key, trigger, result });
-    return result;
-  };
-
-  const runMutation = async (item: VerbItem, verb: MutatingVerb) => {
-    // Invariant 1: forensics completes, and is in history, before the verb is scheduled.
-    try {
-      await captureForensics(item, verb);
-    } catch (error) {
-      if (isCancellation(error)) throw error;
-      const failure = describeFailure(error);
-      record({ type: 'skipped', key: item.key, what: verb, why: `forensics failed (${failure.message}); the verb was not run` });
-      return;
-    }
-    if (CancellationScope.current().consideredCancelled) {
-      record({ type: 'skipped', key: item.key, what: verb, why: 'session cancelled before the verb started' });
-      return;
-    }
-    lastVerb = verb;
-    upsertSearchAttributes([{ key: LAST_VERB, value: verb }]);
-    // A mutation in flight is never abandoned: cancellation waits for its real outcome.
-    await CancellationScope.nonCancellable(async () => {
-      try {
-        const result = await mutations.pveMutation.executeWithOptions(
-          { ...tuned.mutations, summary: `${verb} VM ${input.target.vmid}` },
-          [{ verb, requestId: requestId(item, '.m') }],
-        );
-        lastMutationOk = result.ok;
-        setVm(result.after);
-        record({ type: 'verb-result', key: item.key, result });
-        void notify({
-          kind: 'verb',
-          sessionId: info.workflowId,
-          verb,
-          outcome: result.ok ? 'succeeded' : 'failed',
-          detail: `pid ${result.oldPid ?? '-'} → ${result.newPid ?? '-'}${result.replayed ? ' (from the host journal)' : ''}`,
-        });
-      } catch (error) {
-        const failure = describeFailure(error);
-        if (UNKNOWN_OUTCOME_KINDS.has(failure.kind)) {
-          // Invariant 4: never repeat blindly. Look, record, and hand over to the operator.
-          lastMutationOk = null;
-          const status = await checkStatus(item, `status after unknown ${verb}`).then(
-            (result) => result.vm,
-            () => null,
-          );
-          record({ type: 'outcome-unknown', key: item.key, verb, message: failure.message, status });
-          void notify({ kind: 'verb', sessionId: info.workflowId, verb, outcome: 'unknown', detail: failure.message });
-          pause('system', `the outcome of ${verb} is unknown: check the VM state, then decide`);
-          return;
-        }
-        lastMutationOk = false;
-        record({ type: 'verb-failed', key: item.key, verb, kind: failure.kind, message: failure.message, ...(failure.detail !== undefined ? { detail: failure.detail } : {}) });
-        void notify({ kind: 'verb', sessionId: info.workflowId, verb, outcome: 'failed', detail: failure.message });
-        await checkStatus(item, `status after failed ${verb}`).catch(() => undefined);
-        return;
-      }
-      if (verb === 'stop') return;
-      const started = Date.now();
-      let wait;
-      try {
-        wait = await mutations.waitForDevvm.executeWithOptions(
-          // Retried only when it was stopped (a worker shutdown): its answers are results, not errors.
-          { ...tuned.heartbeat, startToCloseTimeout: `${DEVVM_WAIT_SECONDS + 30}s`, retry: { maximumAttempts: 3, initialInterval: '1s' }, summary: `wait for devvm SSH after ${verb}` },
-          [{ deadlineSeconds: DEVVM_WAIT_SECONDS }],
-        );
-      } catch (error) {
-        if (isCancellation(error)) throw error;
-        // No verdict: the devvm's state stays unknown rather than "not answering".
-        record({ type: 'skipped', key: item.key, what: 'wait for the devvm', why: `no verdict: ${describeFailure(error).message}` });
-        refreshDetails();
-        return;
-      }
-      devvmReachable = wait.reachable;
-      record({ type: 'devvm-wait', key: item.key, reachable: wait.reachable, waitedMs: Date.now() - started, attempts: wait.attempts });
-      refreshDetails();
-    });
-  };
-
-  const runCommand = async (item: CommandItem) => {
-    try {
-      const result = await commands.devvmCommand.executeWithOptions(
-        { ...tuned.heartbeat, startToCloseTimeout: `${item.timeoutSeconds + 30}s`, summary: `devvm: ${item.command.slice(0, 80)}` },
-        [{ command: item.command, timeoutSeconds: item.timeoutSeconds }],
-      );
-      devvmReachable = true;
-      record({ type: 'command-result', key: item.key, result });
-    } catch (error) {
-      if (isCancellation(error)) {
-        // The worker asks the devvm to stop it by its run name; whether that took, only the worker's
-        // log and the devvm know: say what may be true.
-        record({
-          type: 'skipped',
-          key: item.key,
-          what: describeItem(item),
-          why: `abandoned when the session was cancelled: the devvm was asked to stop it; if it could not be, it may still be running until its own time limit (${item.timeoutSeconds} s from its start)`,
-        });
-        throw error;
-      }
-      const failure = describeFailure(error);
-      if (failure.kind === 'timeout' || failure.kind === 'unreachable') devvmReachable = false;
-      record({ type: 'command-failed', key: item.key, command: item.command, kind: failure.kind, message: failure.message });
-    }
-    refreshDetails();
-  };
-
-  const execute = async (item: WorkItem) => {
-    running = { item, since: Date.now() };
-    try {
-      if (item.kind === 'command') return await runCommand(item);
-      if (isMutatingVerb(item.verb)) return await runMutation(item, item.verb);
-      try {
-        if (item.verb === 'status') await checkStatus(item, `status VM ${input.target.vmid}`);
-        else await captureForensics(item, 'on request');
-      } catch (error) {
-        if (isCancellation(error)) throw error;
-        const failure = describeFailure(error);
-        record({ type: 'verb-failed', key: item.key, verb: item.verb, kind: failure.kind, message: failure.message });
-      }
-    } finally {
-      running = null;
-      awaiting.delete(item.key);
-      refreshDetails();
-    }
-  };
+  const execute = (item: WorkItem) => executeItem(scope, item);
 
   // ------------------------------------------------------------------------- the agent
   const agentReady = () => agentState.enabled && agentState.pending && awaiting.size === 0 && queue.length === 0;
 
-  const runAgent = async () => {
-    agentState.pending = false;
-    agentState.turns += 1;
-    agentThinking = true;
-    refreshDetails();
-    let outcome;
-    try {
-      outcome = await agent.agentTurn.executeWithOptions({ summary: `agent turn ${agentState.turns}` }, [{ workflowId: info.workflowId, throughSeq: nextSeq - 1 }]);
-    } catch (error) {
-      if (isCancellation(error)) throw error;
-      const failure = describeFailure(error);
-      if (failure.kind === 'agent_auth') {
-        agentState.enabled = false;
-        agentState.reason = failure.message;
-        record({ type: 'agent-disabled', reason: failure.message });
-      } else {
-        record({ type: 'agent-error', kind: failure.kind, message: failure.message });
-      }
-      return;
-    } finally {
-      agentThinking = false;
-    }
-    // Keys from the session's own state (the turn, the call's place in it), not the model's
-    // tool-use ids: a reset that calls the model again gets new ids, but the same turn names
-    // the same host requests, so the host journal answers with the first run's result (or
-    // refuses another verb under that name) instead of acting twice.
-    // (Histories from before keep the activity's key, derived from the tool-use id.)
-    const keyed = patched('agent-keys-from-turns');
-    const keyOf = new Map<string, string>(keyed ? outcome.toolCalls.map((call, index) => [call.id, `t-${agentState.turns}-${index}`]) : []);
-    record({
-      type: 'agent-message',
-      turn: `${agentState.turns}`,
-      text: outcome.text,
-      toolCalls: keyed ? outcome.toolCalls.map((call) => ({ ...call, key: keyOf.get(call.id) })) : outcome.toolCalls,
-      usage: outcome.usage,
-    });
-    tokens.inputTokens += outcome.usage.inputTokens;
-    tokens.outputTokens += outcome.usage.outputTokens;
-    tokens.cacheReadTokens += outcome.usage.cacheReadTokens;
-    tokens.cacheWriteTokens += outcome.usage.cacheWriteTokens;
-    costUsd += outcome.costUsd ?? 0;
-    for (const refusal of outcome.refused) record({ type: 'agent-tool-error', toolUseId: refusal.toolUseId, message: refusal.message });
-    let exhausted = false;
-    // Every tool call takes the operator's path: same policy, same queue, same record.
-    for (const accepted of outcome.accepted) {
-      const call = { ...accepted, key: keyOf.get(accepted.toolUseId) ?? accepted.key };
-      if (usedKeys.has(call.key)) continue;
-      if (toolCallsUsed >= policy.toolCallsPerMessage) {
-        exhausted = true;
-        record({ type: 'agent-tool-error', toolUseId: call.toolUseId, message: `tool-call budget of ${policy.toolCallsPerMessage} per operator message used up: not run; the operator has been asked` });
-        continue;
-      }
-      toolCallsUsed += 1;
-      awaiting.add(call.key);
-      const agentActor: Actor = { kind: 'agent' };
-      admit(
-        call.request.kind === 'command'
-          ? { kind: 'command', key: call.key, command: call.request.command, timeoutSeconds: call.request.timeoutSeconds, requestedBy: agentActor, approvedBy: [] }
-          : { kind: 'verb', key: call.key, verb: call.request.verb, reason: call.request.reason, requestedBy: agentActor, approvedBy: [] },
-      );
-    }
-    if (exhausted) {
-      pause('system', `the agent used its ${policy.toolCallsPerMessage} tool calls for this message: resume to let it continue`);
-      toolCallsUsed = 0;
-    }
-    // The model asked for tools: it speaks again once their results are in.
-    if (outcome.stopReason === 'tool_use' || outcome.refused.length > 0 || exhausted) agentState.pending = true;
-    refreshDetails();
-  };
-
+  const runAgent = () => runAgentTurn(scope);
   const carry = (): CarriedState => ({
     previousRunId: info.runId,
     nextSeq,

@@ -1,0 +1,211 @@
+/**
+ * The session's messages from people and tools: validation and the Update/Signal handlers that
+ * admit requests, record approvals, policy changes, pauses, and the end or cancel of a session.
+ * They work on the session's state through its scope (workflows/session.ts).
+ */
+import { patched, setHandler } from '@temporalio/workflow';
+import {
+  DEFAULT_COMMAND_TIMEOUT_SECONDS,
+  MAX_COMMAND_LENGTH,
+  MAX_COMMAND_TIMEOUT_SECONDS,
+  MAX_MESSAGE_LENGTH,
+  approvalUpdate,
+  cancelRequestSignal,
+  endSessionSignal,
+  operatorMessageUpdate,
+  pauseSignal,
+  requestCommandUpdate,
+  requestVerbSignal,
+  requestVerbUpdate,
+  resumeSignal,
+  setPolicyUpdate,
+  type CommandRequestInput,
+  type RequestAccepted,
+  type VerbRequestInput,
+} from './messages.js';
+import { PVE_VERBS, isMutatingVerb } from './pve-types.js';
+import { describeItem, operatorName, reasonText, validateRequestKey } from './session-rules.js';
+import type { SessionScope } from './session-scope.js';
+import type { Actor, CommandItem } from './session-types.js';
+
+export function registerMessageHandlers(s: SessionScope): void {
+  // ------------------------------------------------------------------ message validation
+  const validateVerbRequest = (request: VerbRequestInput) => {
+    if (!request || typeof request !== 'object') throw new Error('body: expected { verb, reason, operator }');
+    if (!(PVE_VERBS as readonly string[]).includes(request.verb)) throw new Error(`verb: must be one of ${PVE_VERBS.join(', ')}`);
+    operatorName(request.operator);
+    reasonText(request.reason);
+    validateRequestKey(request.requestKey);
+    if (s.endRequested || s.outcome) throw new Error('session: already ending');
+  };
+
+  const validateCommandRequest = (request: CommandRequestInput) => {
+    if (!request || typeof request !== 'object') throw new Error('body: expected { command, timeoutSeconds?, operator }');
+    if (typeof request.command !== 'string' || request.command.trim() === '') throw new Error('command: must not be empty');
+    if (request.command.length > MAX_COMMAND_LENGTH) throw new Error(`command: at most ${MAX_COMMAND_LENGTH} characters`);
+    if (request.command.includes('\0')) throw new Error('command: must not contain NUL bytes');
+    const timeout = request.timeoutSeconds ?? DEFAULT_COMMAND_TIMEOUT_SECONDS;
+    if (!Number.isInteger(timeout) || timeout < 1 || timeout > MAX_COMMAND_TIMEOUT_SECONDS) {
+      throw new Error(`timeoutSeconds: a whole number from 1 to ${MAX_COMMAND_TIMEOUT_SECONDS}`);
+    }
+    operatorName(request.operator);
+    validateRequestKey(request.requestKey);
+    if (s.endRequested || s.outcome) throw new Error('session: already ending');
+  };
+
+  const acceptVerb = (request: VerbRequestInput): RequestAccepted => {
+    const key = s.newKey(request.requestKey);
+    if (s.usedKeys.has(key)) {
+      const waiting = [...s.pendingApprovals.values()].find((p) => p.item.key === key);
+      return { key, approvalId: waiting?.approvalId ?? null };
+    }
+    const operator: Actor = { kind: 'operator', name: operatorName(request.operator) };
+    return s.admit({ kind: 'verb', key, verb: request.verb, reason: reasonText(request.reason), requestedBy: operator, approvedBy: [] });
+  };
+
+
+  setHandler(
+    operatorMessageUpdate,
+    (message) => {
+      const entry = s.record({ type: 'operator-message', operator: operatorName(message.operator), text: message.text.trim() });
+      if (s.agentState.enabled) {
+        // A new message from a person resets the agent's tool-call budget.
+        s.agentState.pending = true;
+        s.toolCallsUsed = 0;
+      }
+      return { seq: entry.seq };
+    },
+    {
+      validator: (message) => {
+        if (!message || typeof message.text !== 'string' || message.text.trim() === '') throw new Error('text: must not be empty');
+        if (message.text.length > MAX_MESSAGE_LENGTH) throw new Error(`text: at most ${MAX_MESSAGE_LENGTH} characters`);
+        operatorName(message.operator);
+      },
+    },
+  );
+
+  setHandler(requestVerbUpdate, acceptVerb, { validator: validateVerbRequest });
+
+  // Signals cannot be rejected, so a bad one from the CLI is recorded as a failed request.
+  setHandler(requestVerbSignal, (request) => {
+    try {
+      validateVerbRequest(request);
+      // A signal has no id: re-applied after a reset it would be a new request (a second cycle),
+      // and numbered it could be answered with an older request's result. A mutating one must name itself.
+      if (request.requestKey === undefined && isMutatingVerb(request.verb) && patched('keyless-mutating-signals-refused')) {
+        throw new Error(
+          `requestKey: required for ${request.verb} by signal (a signal carries no id, so a reset could run it twice): add e.g. "requestKey":"cli-${request.verb}-1", or use the console or its API`,
+        );
+      }
+    } catch (error) {
+      s.record({ type: 'skipped', key: '-', what: String(request?.verb ?? 'request'), why: `rejected signal: ${(error as Error).message}` });
+      return;
+    }
+    acceptVerb(request);
+  });
+
+  setHandler(
+    requestCommandUpdate,
+    (request) => {
+      const key = s.newKey(request.requestKey);
+      if (s.usedKeys.has(key)) return { key, approvalId: null };
+      const item: CommandItem = {
+        kind: 'command',
+        key,
+        command: request.command,
+        timeoutSeconds: request.timeoutSeconds ?? DEFAULT_COMMAND_TIMEOUT_SECONDS,
+        requestedBy: { kind: 'operator', name: operatorName(request.operator) },
+        approvedBy: [],
+      };
+      return s.admit(item);
+    },
+    { validator: validateCommandRequest },
+  );
+
+  setHandler(
+    approvalUpdate,
+    (decision) => {
+      // The validator vouched for the id when the update was accepted; replay skips validators.
+      const pending = s.pendingApprovals.get(decision.approvalId);
+      if (!pending) return { approvalId: decision.approvalId, decision: decision.decision, executed: false };
+      const operator = operatorName(decision.operator);
+      s.record({ type: 'approval', approvalId: pending.approvalId, decision: decision.decision, operator, reason: reasonText(decision.reason) });
+      if (decision.decision === 'deny') {
+        s.pendingApprovals.delete(pending.approvalId);
+        s.record({ type: 'skipped', key: pending.item.key, what: describeItem(pending.item), why: `denied by ${operator}` });
+        s.awaiting.delete(pending.item.key);
+        s.refreshDetails();
+        return { approvalId: pending.approvalId, decision: 'deny', executed: false };
+      }
+      pending.approvals.push(operator);
+      if (pending.approvals.length < pending.required) {
+        s.refreshDetails();
+        return { approvalId: pending.approvalId, decision: 'approve', executed: false };
+      }
+      s.pendingApprovals.delete(pending.approvalId);
+      s.queue.push({ ...pending.item, approvedBy: [...pending.approvals] });
+      s.refreshDetails();
+      return { approvalId: pending.approvalId, decision: 'approve', executed: true };
+    },
+    {
+      // Runs before anything reaches history: a stale or unknown approval id is refused here.
+      validator: (decision) => {
+        if (!decision || typeof decision !== 'object') throw new Error('body: expected { approvalId, decision, operator }');
+        const pending = s.pendingApprovals.get(decision.approvalId);
+        if (!pending && s.expiredApprovals.has(decision.approvalId)) throw new Error(`approvalId: "${decision.approvalId}" expired unapproved; the request must be made again`);
+        if (!pending) throw new Error(`approvalId: no pending approval "${String(decision.approvalId)}" (already decided or never requested)`);
+        if (decision.decision !== 'approve' && decision.decision !== 'deny') throw new Error('decision: must be "approve" or "deny"');
+        const operator = operatorName(decision.operator);
+        reasonText(decision.reason);
+        if (decision.decision === 'approve') {
+          const requester = pending.item.requestedBy.kind === 'operator' ? pending.item.requestedBy.name : null;
+          if (operator === requester) throw new Error('operator: the requester cannot approve their own request');
+          if (pending.approvals.includes(operator)) throw new Error('operator: has already approved this request');
+        }
+      },
+    },
+  );
+
+  setHandler(
+    setPolicyUpdate,
+    (change) => {
+      s.policy = { ...s.policy, ...change.policy };
+      s.record({ type: 'policy-changed', operator: operatorName(change.operator), policy: s.policy });
+      s.refreshDetails();
+      return s.policy;
+    },
+    {
+      validator: (change) => {
+        operatorName(change?.operator);
+        const next = change.policy ?? {};
+        if (next.mutatingVerbs !== undefined && !['autonomous', 'approve', 'two-person'].includes(next.mutatingVerbs)) {
+          throw new Error('policy.mutatingVerbs: one of autonomous, approve, two-person');
+        }
+        if (next.devvmCommands !== undefined && !['allowlist', 'autonomous'].includes(next.devvmCommands)) {
+          throw new Error('policy.devvmCommands: one of allowlist, autonomous');
+        }
+        if (next.toolCallsPerMessage !== undefined && (!Number.isInteger(next.toolCallsPerMessage) || next.toolCallsPerMessage < 1 || next.toolCallsPerMessage > 200)) {
+          throw new Error('policy.toolCallsPerMessage: a whole number from 1 to 200');
+        }
+      },
+    },
+  );
+
+  setHandler(pauseSignal, (action) => s.pause(String(action?.operator ?? 'unknown'), String(action?.reason ?? 'paused by operator')));
+  setHandler(resumeSignal, (action) => {
+    if (!s.paused) return;
+    s.paused = false;
+    s.pauseReason = '';
+    s.record({ type: 'resumed', operator: String(action?.operator ?? 'unknown') });
+    s.refreshDetails();
+  });
+  setHandler(cancelRequestSignal, (action) => {
+    if (s.cancelledBy || s.outcome) return;
+    s.cancelledBy = { operator: String(action?.operator ?? 'unknown'), reason: String(action?.reason ?? '') };
+    s.record({ type: 'cancel-requested', operator: s.cancelledBy.operator, reason: s.cancelledBy.reason });
+  });
+  setHandler(endSessionSignal, (action) => {
+    s.endRequested ??= { operator: String(action?.operator ?? 'unknown'), reason: String(action?.reason ?? '') };
+  });
+
+}

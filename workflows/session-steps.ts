@@ -1,0 +1,151 @@
+/**
+ * The session's steps: how one admitted work item runs. Reads look and record; a mutating verb
+ * captures forensics first (invariant 1), is never abandoned once started, and is never repeated
+ * blindly when its outcome is unknown (invariant 4); a devvm command runs at most once.
+ */
+import { CancellationScope, isCancellation, upsertSearchAttributes } from '@temporalio/workflow';
+import { isMutatingVerb, type MutatingVerb } from './pve-types.js';
+import { LAST_VERB } from './search-attributes.js';
+import { DEVVM_WAIT_SECONDS, UNKNOWN_OUTCOME_KINDS, commands, describeFailure, describeItem, hostRequestId, mutations, reads } from './session-rules.js';
+import type { SessionScope } from './session-scope.js';
+import type { CommandItem, VerbItem, WorkItem } from './session-types.js';
+
+const requestId = (s: SessionScope, item: WorkItem, suffix: string) => hostRequestId(s.info.workflowId, item.key, suffix);
+
+async function checkStatus(s: SessionScope, item: WorkItem, summary: string) {
+  const result = await reads.pveStatus.executeWithOptions({ ...s.tuned.reads, summary }, []);
+  s.setVm(result.vm);
+  s.record({ type: 'status', key: item.key, result });
+  return result;
+}
+
+async function captureForensics(s: SessionScope, item: WorkItem, trigger: string) {
+  const result = await reads.pveForensics.executeWithOptions(
+    { ...s.tuned.reads, startToCloseTimeout: '3m', summary: trigger === 'on request' ? 'forensics' : `forensics before ${trigger}` },
+    [{ requestId: requestId(s, item, '.f'), trigger }],
+  );
+  s.record({ type: 'forensics', key: item.key, trigger, result });
+  return result;
+}
+
+async function runMutation(s: SessionScope, item: VerbItem, verb: MutatingVerb) {
+  // Invariant 1: forensics completes, and is in history, before the verb is scheduled.
+  try {
+    await captureForensics(s, item, verb);
+  } catch (error) {
+    if (isCancellation(error)) throw error;
+    const failure = describeFailure(error);
+    s.record({ type: 'skipped', key: item.key, what: verb, why: `forensics failed (${failure.message}); the verb was not run` });
+    return;
+  }
+  if (CancellationScope.current().consideredCancelled) {
+    s.record({ type: 'skipped', key: item.key, what: verb, why: 'session cancelled before the verb started' });
+    return;
+  }
+  s.lastVerb = verb;
+  upsertSearchAttributes([{ key: LAST_VERB, value: verb }]);
+  // A mutation in flight is never abandoned: cancellation waits for its real outcome.
+  await CancellationScope.nonCancellable(async () => {
+    try {
+      const result = await mutations.pveMutation.executeWithOptions(
+        { ...s.tuned.mutations, summary: `${verb} VM ${s.input.target.vmid}` },
+        [{ verb, requestId: requestId(s, item, '.m') }],
+      );
+      s.lastMutationOk = result.ok;
+      s.setVm(result.after);
+      s.record({ type: 'verb-result', key: item.key, result });
+      void s.notify({
+        kind: 'verb',
+        sessionId: s.info.workflowId,
+        verb,
+        outcome: result.ok ? 'succeeded' : 'failed',
+        detail: `pid ${result.oldPid ?? '-'} → ${result.newPid ?? '-'}${result.replayed ? ' (from the host journal)' : ''}`,
+      });
+    } catch (error) {
+      const failure = describeFailure(error);
+      if (UNKNOWN_OUTCOME_KINDS.has(failure.kind)) {
+        // Invariant 4: never repeat blindly. Look, record, and hand over to the operator.
+        s.lastMutationOk = null;
+        const status = await checkStatus(s, item, `status after unknown ${verb}`).then(
+          (result) => result.vm,
+          () => null,
+        );
+        s.record({ type: 'outcome-unknown', key: item.key, verb, message: failure.message, status });
+        void s.notify({ kind: 'verb', sessionId: s.info.workflowId, verb, outcome: 'unknown', detail: failure.message });
+        s.pause('system', `the outcome of ${verb} is unknown: check the VM state, then decide`);
+        return;
+      }
+      s.lastMutationOk = false;
+      s.record({ type: 'verb-failed', key: item.key, verb, kind: failure.kind, message: failure.message, ...(failure.detail !== undefined ? { detail: failure.detail } : {}) });
+      void s.notify({ kind: 'verb', sessionId: s.info.workflowId, verb, outcome: 'failed', detail: failure.message });
+      await checkStatus(s, item, `status after failed ${verb}`).catch(() => undefined);
+      return;
+    }
+    if (verb === 'stop') return;
+    const started = Date.now();
+    let wait;
+    try {
+      wait = await mutations.waitForDevvm.executeWithOptions(
+        // Retried only when it was stopped (a worker shutdown): its answers are results, not errors.
+        { ...s.tuned.heartbeat, startToCloseTimeout: `${DEVVM_WAIT_SECONDS + 30}s`, retry: { maximumAttempts: 3, initialInterval: '1s' }, summary: `wait for devvm SSH after ${verb}` },
+        [{ deadlineSeconds: DEVVM_WAIT_SECONDS }],
+      );
+    } catch (error) {
+      if (isCancellation(error)) throw error;
+      // No verdict: the devvm's state stays unknown rather than "not answering".
+      s.record({ type: 'skipped', key: item.key, what: 'wait for the devvm', why: `no verdict: ${describeFailure(error).message}` });
+      s.refreshDetails();
+      return;
+    }
+    s.devvmReachable = wait.reachable;
+    s.record({ type: 'devvm-wait', key: item.key, reachable: wait.reachable, waitedMs: Date.now() - started, attempts: wait.attempts });
+    s.refreshDetails();
+  });
+}
+
+async function runCommand(s: SessionScope, item: CommandItem) {
+  try {
+    const result = await commands.devvmCommand.executeWithOptions(
+      { ...s.tuned.heartbeat, startToCloseTimeout: `${item.timeoutSeconds + 30}s`, summary: `devvm: ${item.command.slice(0, 80)}` },
+      [{ command: item.command, timeoutSeconds: item.timeoutSeconds }],
+    );
+    s.devvmReachable = true;
+    s.record({ type: 'command-result', key: item.key, result });
+  } catch (error) {
+    if (isCancellation(error)) {
+      // The worker asks the devvm to stop it by its run name; whether that took, only the worker's
+      // log and the devvm know: say what may be true.
+      s.record({
+        type: 'skipped',
+        key: item.key,
+        what: describeItem(item),
+        why: `abandoned when the session was cancelled: the devvm was asked to stop it; if it could not be, it may still be running until its own time limit (${item.timeoutSeconds} s from its start)`,
+      });
+      throw error;
+    }
+    const failure = describeFailure(error);
+    if (failure.kind === 'timeout' || failure.kind === 'unreachable') s.devvmReachable = false;
+    s.record({ type: 'command-failed', key: item.key, command: item.command, kind: failure.kind, message: failure.message });
+  }
+  s.refreshDetails();
+}
+
+export async function executeItem(s: SessionScope, item: WorkItem): Promise<void> {
+  s.running = { item, since: Date.now() };
+  try {
+    if (item.kind === 'command') return await runCommand(s, item);
+    if (isMutatingVerb(item.verb)) return await runMutation(s, item, item.verb);
+    try {
+      if (item.verb === 'status') await checkStatus(s, item, `status VM ${s.input.target.vmid}`);
+      else await captureForensics(s, item, 'on request');
+    } catch (error) {
+      if (isCancellation(error)) throw error;
+      const failure = describeFailure(error);
+      s.record({ type: 'verb-failed', key: item.key, verb: item.verb, kind: failure.kind, message: failure.message });
+    }
+  } finally {
+    s.running = null;
+    s.awaiting.delete(item.key);
+    s.refreshDetails();
+  }
+}
