@@ -21,6 +21,8 @@ import { devvmRunName, runDevvmCommand, stopDevvmRun } from './devvm/command.js'
 import { pveForensics, pveMutation, pveStatus } from './pve/verbs.js';
 import { runSshCommand, type SshTarget } from './ssh/connection.js';
 import { isSshError } from './ssh/errors.js';
+import { acquireTargetLease, sessionIsOpen, settleTargetLease } from './lease.js';
+import type { LeaseAnswer, LeaseHolder, LeaseRequest } from '../workflows/target-lease.js';
 import type { DevvmCommandRecord } from '../workflows/session-types.js';
 import type { ForensicsResult, MutatingVerb, MutationResult, StatusResult } from '../workflows/pve-types.js';
 
@@ -248,6 +250,22 @@ export function createActivities(deps: ActivityDeps) {
       } catch (error) {
         throw toApplicationFailure(error);
       }
+    },
+
+    /** Takes (or renews) the VM's mutation lease before a mutating verb; see workflows/target-lease.ts. */
+    async acquireTargetLease(request: LeaseRequest & { vmid: number }): Promise<LeaseAnswer> {
+      const { vmid, ...lease } = request;
+      return acquireTargetLease(deps.pve, vmid, lease);
+    },
+
+    /** For the lease workflow: whether its holder's session still runs. */
+    async sessionIsOpen(workflowId: string): Promise<boolean> {
+      return sessionIsOpen(workflowId);
+    },
+
+    /** After the verb's outcome: hold the lease for a while, or release it (0). */
+    async settleTargetLease(request: { vmid: number; sessionId: string; holdSeconds: number }): Promise<LeaseHolder | null> {
+      return settleTargetLease(deps.pve, request.vmid, { sessionId: request.sessionId, holdSeconds: request.holdSeconds });
     },
 
     /** Best-effort webhook; the workflow never waits on it for anything that matters. */

@@ -8,6 +8,7 @@ export type NotifyEvent =
   | { kind: 'verb'; sessionId: string; verb: string; outcome: string; detail: string }
   | { kind: 'approval-needed'; sessionId: string; approvalId: string; what: string; why: string }
   | { kind: 'approval-expired'; sessionId: string; approvalId: string; what: string; requester: string; minutes: number }
+  | { kind: 'lease-taken-over'; sessionId: string; bySessionId: string; operator: string; verb: string; reason: string }
   | { kind: 'session-ended'; sessionId: string; outcome: string };
 
 export interface NotifierConfig {
@@ -27,6 +28,8 @@ export function describeEvent(event: NotifyEvent): { title: string; message: str
       return { title: `Approval needed in ${event.sessionId}`, message: `${event.what} — ${event.why}`, urgent: true };
     case 'approval-expired':
       return { title: `Approval expired in ${event.sessionId}`, message: `${event.what} (asked by ${event.requester}) was not approved within ${event.minutes} min: not run; ask again if it is still wanted`, urgent: false };
+    case 'lease-taken-over':
+      return { title: `VM lease taken over from ${event.sessionId}`, message: `${event.operator} (session ${event.bySessionId}) took it over to run ${event.verb}: ${event.reason}`, urgent: true };
     case 'session-ended':
       return { title: `Breakglass session ${event.sessionId} ended: ${event.outcome}`, message: `outcome ${event.outcome}`, urgent: false };
   }

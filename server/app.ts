@@ -349,7 +349,12 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   );
 
   const VerbBody = Type.Object(
-    { verb: Type.Union(PVE_VERBS.map((verb) => Type.Literal(verb))), reason: Reason, requestKey: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_-]{1,40}$' })) },
+    {
+      verb: Type.Union(PVE_VERBS.map((verb) => Type.Literal(verb))),
+      reason: Reason,
+      requestKey: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_-]{1,40}$' })),
+      takeOver: Type.Optional(Type.Boolean({ description: "take the VM's lease over from another session's hold (explicit, recorded in both sessions)" })),
+    },
     { additionalProperties: false },
   );
   app.post(

@@ -76,6 +76,8 @@ export interface Config {
   notifications: { webhookUrl: string | null; format: 'ntfy' | 'slack' };
   /** A pending approval lapses after this long: an hours-old approval must not fire unasked. */
   approvals: { expiryMinutes: number };
+  /** After a mutating verb, its session keeps the VM's lease this long: another session's verb is refused meanwhile (0: only while the verb runs). */
+  lease: { holdMinutes: number };
   roles: { server: boolean; worker: boolean };
   /** Separate worker process: live output (token deltas, command output) is pushed to the server. */
   live: { pushUrl: string | null; token: string | null };
@@ -337,6 +339,7 @@ function parseConfig(options: LoadOptions): Config {
       format: oneOf('notifications.format', at(raw, 'notifications.format'), 'ntfy', ['ntfy', 'slack'] as const),
     },
     approvals: { expiryMinutes: int('approvals.expiryMinutes', at(raw, 'approvals.expiryMinutes'), 15, 1, 1440) },
+    lease: { holdMinutes: int('lease.holdMinutes', at(raw, 'lease.holdMinutes'), 10, 0, 1440) },
     roles: { server: roles.includes('server'), worker: roles.includes('worker') },
     live: {
       pushUrl: url('live.pushUrl', at(raw, 'live.pushUrl')),

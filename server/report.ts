@@ -82,6 +82,10 @@ function line(entry: TranscriptEntry, devvmWaitOf: (key: string) => DevvmWait | 
       return `resumed by ${entry.operator}`;
     case 'policy-changed':
       return `${entry.operator} set policy: mutating verbs ${entry.policy.mutatingVerbs}, devvm commands ${entry.policy.devvmCommands}`;
+    case 'lease':
+      return entry.event === 'taken-over'
+        ? `**${entry.operator}** (session ${entry.sessionId}) took the VM over to run ${entry.verb} — ${oneLine(entry.reason)}`
+        : `**${entry.operator}** took the VM over from session ${entry.sessionId} to run ${entry.verb} — ${oneLine(entry.reason)}`;
     case 'cancel-requested':
       return `**${entry.operator}** cancelled the session${entry.reason ? ` — ${oneLine(entry.reason)}` : ''}`;
     case 'session-ended':

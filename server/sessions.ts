@@ -64,6 +64,7 @@ export class Sessions {
       agent?: { enabled: boolean; reason: string };
       notify?: boolean;
       approvalExpiryMinutes?: number;
+      leaseHoldMinutes?: number;
     },
   ) {}
 
@@ -92,6 +93,7 @@ export class Sessions {
               ...(this.options.agent ? { agent: this.options.agent } : {}),
               ...(this.options.notify ? { notify: true } : {}),
               ...(this.options.approvalExpiryMinutes ? { approvalExpiryMinutes: this.options.approvalExpiryMinutes } : {}),
+              ...(this.options.leaseHoldMinutes !== undefined ? { leaseHoldMinutes: this.options.leaseHoldMinutes } : {}),
             },
           ],
           ...(keyed ? { workflowIdReusePolicy: 'REJECT_DUPLICATE' as const } : {}),

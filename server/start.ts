@@ -185,6 +185,7 @@ export async function startBreakglass(config: Config, options: StartOptions = {}
       agent: { enabled: agent.status.mode !== 'off', reason: agent.status.reason },
       notify: config.notifications.webhookUrl !== null,
       approvalExpiryMinutes: config.approvals.expiryMinutes,
+      leaseHoldMinutes: config.lease.holdMinutes,
     });
     metrics.watchSessions(client, config.temporal.namespace);
     const events = new SessionEvents(sessions, live);

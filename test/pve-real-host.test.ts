@@ -155,8 +155,9 @@ describe('a Proxmox host as it really answers', { concurrent: true }, () => {
   describe('zombie main thread, D state, a worker that outlives its timeout', () => {
     let fx: PveFixture;
     beforeAll(async () => {
-      // stop_timeout 0 + stop_grace 6: a hung qm stop is cut off on the host after 6 s.
-      fx = await startPveFixture('pve-real-b', { config: { qmp_timeout: 1, stop_timeout: 0, stop_grace: 6, result_wait: 30 } });
+      // stop_timeout 0 + stop_grace 15: a hung qm stop is cut off on the host after 15 s (room for a
+      // loaded machine, where even a quick stop of a zombie leader can take several seconds).
+      fx = await startPveFixture('pve-real-b', { config: { qmp_timeout: 1, stop_timeout: 0, stop_grace: 15, result_wait: 40 } });
     });
     afterAll(async () => {
       await fx?.stop();
@@ -205,7 +206,7 @@ describe('a Proxmox host as it really answers', { concurrent: true }, () => {
       const holder = error.detail.lockHolder!;
       expect(holder.task).toMatch(UPID);
       expect(UPID.exec(holder.task!)![1]).toBe('qmstop');
-      expect(error.detail.reason).toContain(`qm stop did not finish within 6 s; ${holder.task} still holds the VM's config lock`);
+      expect(error.detail.reason).toContain(`qm stop did not finish within 15 s; ${holder.task} still holds the VM's config lock`);
       // The worker really is alive, named as Proxmox names it.
       const workerPid = parseInt(holder.task!.split(':')[2]!, 16);
       expect(readFileSync(`/proc/${workerPid}/cmdline`, 'utf8')).toMatch(/^task UPID:lab:/);

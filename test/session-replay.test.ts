@@ -19,7 +19,7 @@ const HERE = dirname(fileURLToPath(import.meta.url));
 const FIXTURES = join(HERE, 'fixtures/histories');
 
 /** What each fixture stands for; the test below checks the recording really shows it. */
-const FIXTURE_NAMES = ['agent-cycle', 'approval-deny', 'cancelled', 'continued-as-new-run1', 'continued-as-new-run2', 'cycle', 'keys-2026-12'];
+const FIXTURE_NAMES = ['agent-cycle', 'approval-deny', 'cancelled', 'continued-as-new-run1', 'continued-as-new-run2', 'cycle', 'keys-2026-12', 'lease-holder', 'lease-taker'];
 
 interface JsonEvent {
   eventId: string;
@@ -66,12 +66,22 @@ function recordedInputs(name: string): { type: string; args: unknown[] }[] {
     }));
 }
 
-/** Replays with an observer interceptor; returns what today's code scheduled, per fixture. */
-async function replayedInputs(interceptor: string, names: string[]): Promise<Map<string, { type: string; args: unknown[] }[]>> {
+/**
+ * Replays with an observer interceptor; returns what today's code scheduled, per fixture, and
+ * each replay's error. `removePatch` bundles the code as if that `patched()` guard were gone.
+ */
+async function replayedInputs(interceptor: string, names: string[], removePatch?: string): Promise<Map<string, { type: string; args: unknown[] }[]>> {
+  const hook = bundlerOptions?.webpackConfigHook ?? ((config) => config);
   const bundle = await bundleWorkflowCode({
     workflowsPath: WORKFLOWS_PATH,
     workflowInterceptorModules: [join(HERE, 'helpers', interceptor)],
-    ...(bundlerOptions?.webpackConfigHook ? { webpackConfigHook: bundlerOptions.webpackConfigHook } : {}),
+    webpackConfigHook: (config) => {
+      const hooked = hook(config);
+      if (removePatch) {
+        hooked.module = { ...hooked.module, rules: [...(hooked.module?.rules ?? []), { test: /workflows[\\/][^\\/]+\.ts$/, enforce: 'pre', use: [{ loader: join(HERE, 'helpers/remove-patch-loader.cjs'), options: { id: removePatch } }] }] };
+      }
+      return hooked;
+    },
     logger: quietLogger,
   });
   // Replayed under the workflow id it was recorded with (host request ids are derived from it),
@@ -88,9 +98,18 @@ async function replayedInputs(interceptor: string, names: string[]): Promise<Map
   };
   const sinks = { replayInputs: { scheduled: { fn: scheduled, callDuringReplay: true } } } as unknown as InjectedSinks<ReplayInputSinks>;
   for await (const result of Worker.runReplayHistories({ workflowBundle: bundle, sinks }, histories)) {
-    if (result.error) throw new Error(`${result.workflowId}: ${String(result.error)}`);
+    if (result.error) throw new ReplayError(ids.get(result.workflowId) ?? result.workflowId, result.error);
   }
   return seen;
+}
+
+class ReplayError extends Error {
+  constructor(
+    readonly fixture: string,
+    readonly failure: unknown,
+  ) {
+    super(`${fixture}: ${String(failure)}`);
+  }
 }
 
 async function replayAll(bundle: { code: string }, names: string[]): Promise<ReplayResult[]> {
@@ -148,6 +167,29 @@ describe('replay of recorded session histories', () => {
     const names = ['cycle', 'approval-deny', 'agent-cycle', 'keys-2026-12'];
     const replayed = await replayedInputs('replay-inputs-altered.ts', names);
     for (const name of names) expect(replayed.get(name), name).not.toEqual(recordedInputs(name));
+  }, 120_000);
+
+  // Each guard, removed, must break the replay of a recording made with it: by a determinism
+  // error or by different activity inputs. The recording must carry the guard's marker, or the
+  // control proves nothing.
+  it.each([
+    ['agent-keys-from-turns', 'agent-cycle'],
+    ['signal-keys-per-run', 'keys-2026-12'],
+    ['keyless-mutating-signals-refused', 'keys-2026-12'],
+    ['approval-expiry', 'keys-2026-12'],
+    ['target-lease', 'lease-holder'],
+    ['target-lease', 'lease-taker'],
+  ])('when the patch %s is removed, then replaying %s fails (negative control)', async (patch, name) => {
+    expect(patchIds(name)).toContain(patch);
+    let outcome: string;
+    try {
+      const replayed = await replayedInputs('replay-inputs.ts', [name], patch);
+      outcome = JSON.stringify(replayed.get(name)) === JSON.stringify(recordedInputs(name)) ? 'replayed the same' : 'inputs differ';
+    } catch (error) {
+      if (!(error instanceof ReplayError)) throw error;
+      outcome = 'replay failed';
+    }
+    expect(outcome).not.toBe('replayed the same');
   }, 120_000);
 
   it('when the workflow issues its commands in a different order, then replaying the recordings fails with a determinism violation', async () => {

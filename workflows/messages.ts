@@ -28,6 +28,8 @@ export interface VerbRequestInput {
   operator: string;
   /** Optional client-chosen key; repeating it never runs the verb twice. */
   requestKey?: string;
+  /** Take the VM's mutation lease over from another session's hold (explicit, recorded in both). */
+  takeOver?: boolean;
 }
 
 export interface CommandRequestInput {

@@ -26,6 +26,7 @@ import {
 import { PVE_VERBS, isMutatingVerb } from './pve-types.js';
 import { describeItem, operatorName, reasonText, validateRequestKey } from './session-rules.js';
 import type { SessionScope } from './session-scope.js';
+import { leaseTakenOverSignal } from './target-lease.js';
 import type { Actor, CommandItem } from './session-types.js';
 
 export function registerMessageHandlers(s: SessionScope): void {
@@ -36,6 +37,8 @@ export function registerMessageHandlers(s: SessionScope): void {
     operatorName(request.operator);
     reasonText(request.reason);
     validateRequestKey(request.requestKey);
+    if (request.takeOver !== undefined && typeof request.takeOver !== 'boolean') throw new Error('takeOver: must be true or false');
+    if (request.takeOver === true && !isMutatingVerb(request.verb)) throw new Error(`takeOver: only for a mutating verb (${request.verb} needs no lease)`);
     if (s.endRequested || s.outcome) throw new Error('session: already ending');
   };
 
@@ -60,7 +63,7 @@ export function registerMessageHandlers(s: SessionScope): void {
       return { key, approvalId: waiting?.approvalId ?? null };
     }
     const operator: Actor = { kind: 'operator', name: operatorName(request.operator) };
-    return s.admit({ kind: 'verb', key, verb: request.verb, reason: reasonText(request.reason), requestedBy: operator, approvedBy: [] });
+    return s.admit({ kind: 'verb', key, verb: request.verb, reason: reasonText(request.reason), requestedBy: operator, approvedBy: [], ...(request.takeOver === true ? { takeOver: true as const } : {}) });
   };
 
 
@@ -207,5 +210,11 @@ export function registerMessageHandlers(s: SessionScope): void {
   setHandler(endSessionSignal, (action) => {
     s.endRequested ??= { operator: String(action?.operator ?? 'unknown'), reason: String(action?.reason ?? '') };
   });
-
+  // From the VM's lease workflow: another session took over this session's hold on the VM.
+  setHandler(leaseTakenOverSignal, (taken) => {
+    if (s.outcome) return;
+    const entry = { sessionId: String(taken.bySessionId), operator: String(taken.operator), verb: String(taken.verb), reason: String(taken.reason) };
+    s.record({ type: 'lease', event: 'taken-over', ...entry });
+    void s.notify({ kind: 'lease-taken-over', sessionId: s.info.workflowId, bySessionId: entry.sessionId, operator: entry.operator, verb: entry.verb, reason: entry.reason });
+  });
 }

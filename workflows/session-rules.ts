@@ -36,6 +36,16 @@ export const mutations = proxyActivities<Activities>({
   heartbeatTimeout: '20s',
   retry: { initialInterval: '2s', maximumInterval: '15s', maximumAttempts: 6, nonRetryableErrorTypes: NON_RETRYABLE },
 });
+// The VM's mutation lease (workflows/target-lease.ts): quick, retried while the lease workflow
+// changes hands; failing closed (the verb is not run) if it cannot be reached.
+export const leases = proxyActivities<Activities>({
+  startToCloseTimeout: '30s',
+  retry: { initialInterval: '1s', maximumInterval: '5s', maximumAttempts: 8 },
+});
+/** An in-flight lease outlives any verb (stop grace, HA wait, start), then lapses on its own. */
+export const LEASE_IN_FLIGHT_SECONDS = 30 * 60;
+export const DEFAULT_LEASE_HOLD_MINUTES = 10;
+
 // Devvm commands are not idempotent in general: run at most once, cancellable.
 export const commands = proxyActivities<Activities>({
   startToCloseTimeout: `${MAX_COMMAND_TIMEOUT_SECONDS + 30}s`,

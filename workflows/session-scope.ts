@@ -30,6 +30,7 @@ export interface SessionScope {
   lastMutationOk: boolean | null;
   devvmReachable: boolean | null;
   running: { item: WorkItem; since: number } | null;
+  leaseTaken: boolean;
   readonly usedKeys: Set<string>;
   readonly pendingApprovals: Map<string, PendingApproval>;
   readonly expiredApprovals: Set<string>;

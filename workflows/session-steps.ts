@@ -3,12 +3,24 @@
  * captures forensics first (invariant 1), is never abandoned once started, and is never repeated
  * blindly when its outcome is unknown (invariant 4); a devvm command runs at most once.
  */
-import { CancellationScope, isCancellation, upsertSearchAttributes } from '@temporalio/workflow';
+import { CancellationScope, isCancellation, patched, upsertSearchAttributes } from '@temporalio/workflow';
 import { isMutatingVerb, type MutatingVerb } from './pve-types.js';
 import { LAST_VERB } from './search-attributes.js';
-import { DEVVM_WAIT_SECONDS, UNKNOWN_OUTCOME_KINDS, commands, describeFailure, describeItem, hostRequestId, mutations, reads } from './session-rules.js';
+import {
+  DEFAULT_LEASE_HOLD_MINUTES,
+  DEVVM_WAIT_SECONDS,
+  LEASE_IN_FLIGHT_SECONDS,
+  UNKNOWN_OUTCOME_KINDS,
+  commands,
+  describeFailure,
+  describeItem,
+  hostRequestId,
+  leases,
+  mutations,
+  reads,
+} from './session-rules.js';
 import type { SessionScope } from './session-scope.js';
-import type { CommandItem, VerbItem, WorkItem } from './session-types.js';
+import type { Actor, CommandItem, VerbItem, WorkItem } from './session-types.js';
 
 const requestId = (s: SessionScope, item: WorkItem, suffix: string) => hostRequestId(s.info.workflowId, item.key, suffix);
 
@@ -29,6 +41,52 @@ async function captureForensics(s: SessionScope, item: WorkItem, trigger: string
 }
 
 async function runMutation(s: SessionScope, item: VerbItem, verb: MutatingVerb) {
+  // Histories from before the lease replay as they ran.
+  if (!patched('target-lease')) return forensicsThenVerb(s, item, verb);
+  if (!(await takeLease(s, item, verb))) return;
+  try {
+    await forensicsThenVerb(s, item, verb);
+  } finally {
+    await CancellationScope.nonCancellable(() => settleLease(s, (s.input.leaseHoldMinutes ?? DEFAULT_LEASE_HOLD_MINUTES) * 60));
+  }
+}
+
+const actorName = (actor: Actor) => (actor.kind === 'operator' ? actor.name : actor.kind);
+
+/** Takes the VM's mutation lease for this verb; refused (recorded, nothing run) while another session holds it. */
+async function takeLease(s: SessionScope, item: VerbItem, verb: MutatingVerb): Promise<boolean> {
+  const vmid = s.input.target.vmid;
+  // Before asking: a cancel mid-request still releases whatever was granted.
+  s.leaseTaken = true;
+  let answer;
+  try {
+    answer = await leases.acquireTargetLease.executeWithOptions({ summary: `lease VM ${vmid} for ${verb}` }, [
+      { vmid, sessionId: s.info.workflowId, operator: actorName(item.requestedBy), verb, inFlightSeconds: LEASE_IN_FLIGHT_SECONDS, ...(item.takeOver ? { takeOver: { reason: item.reason } } : {}) },
+    ]);
+  } catch (error) {
+    if (isCancellation(error)) throw error;
+    s.record({ type: 'skipped', key: item.key, what: verb, why: `the VM's mutation lease could not be taken (${describeFailure(error).message}); the verb was not run` });
+    return false;
+  }
+  if (!answer.granted) {
+    s.record({ type: 'skipped', key: item.key, what: verb, why: `VM ${vmid} is leased to another session: ${answer.why}. Join that session, or take over (explicit and recorded)`, lease: answer.holder });
+    void s.notify({ kind: 'verb', sessionId: s.info.workflowId, verb, outcome: 'refused', detail: `not run: ${answer.why}` });
+    return false;
+  }
+  if (answer.previous) {
+    s.record({ type: 'lease', event: 'took-over', sessionId: answer.previous.sessionId, operator: actorName(item.requestedBy), verb, reason: item.reason });
+  }
+  return true;
+}
+
+/** After the outcome: keep the lease for the hold time (0 releases). Best effort: an unsettled lease lapses on its own. */
+export async function settleLease(s: SessionScope, holdSeconds: number): Promise<void> {
+  await leases.settleTargetLease
+    .executeWithOptions({ summary: holdSeconds > 0 ? `hold VM ${s.input.target.vmid} for ${holdSeconds} s` : `release VM ${s.input.target.vmid}` }, [{ vmid: s.input.target.vmid, sessionId: s.info.workflowId, holdSeconds }])
+    .catch(() => undefined);
+}
+
+async function forensicsThenVerb(s: SessionScope, item: VerbItem, verb: MutatingVerb) {
   // Invariant 1: forensics completes, and is in history, before the verb is scheduled.
   try {
     await captureForensics(s, item, verb);

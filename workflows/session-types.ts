@@ -3,6 +3,7 @@
  * queries return. Shared (as types) with the server and the UI.
  */
 import type { ForensicsResult, MutationResult, PveVerb, StatusResult, VmState } from './pve-types.js';
+import type { LeaseHolder } from './target-lease.js';
 
 export type MutationPolicy = 'autonomous' | 'approve' | 'two-person';
 /** `allowlist`: read-only devvm commands from the agent run on their own, others wait. */
@@ -20,7 +21,6 @@ export const DEFAULT_POLICY: SessionPolicy = {
   devvmCommands: 'allowlist',
   toolCallsPerMessage: 20,
 };
-
 export interface SessionTarget {
   /** How people name the devvm (display and search attribute). */
   devvm: string;
@@ -39,6 +39,8 @@ export interface VerbItem {
   reason: string;
   requestedBy: Actor;
   approvedBy: string[];
+  /** An operator's explicit take-over of another session's lease on the VM. */
+  takeOver?: true;
 }
 
 export interface CommandItem {
@@ -90,7 +92,8 @@ export type TranscriptEntry = EntryBase &
     | { type: 'forensics'; key: string; trigger: string; result: ForensicsResult }
     | { type: 'verb-result'; key: string; result: MutationResult }
     | { type: 'verb-failed'; key: string; verb: PveVerb; kind: string; message: string; detail?: unknown }
-    | { type: 'skipped'; key: string; what: string; why: string }
+    | { type: 'skipped'; key: string; what: string; why: string; lease?: LeaseHolder }
+    | { type: 'lease'; event: 'took-over' | 'taken-over'; sessionId: string; operator: string; verb: string; reason: string }
     | { type: 'outcome-unknown'; key: string; verb: PveVerb; message: string; status: VmState | null }
     | { type: 'devvm-wait'; key: string; reachable: boolean; waitedMs: number; attempts: number }
     | { type: 'command-result'; key: string; result: DevvmCommandRecord }
@@ -137,6 +140,8 @@ export interface CarriedState {
   agent: AgentState;
   tokens: TokenUsage;
   costUsd: number;
+  /** This session has taken the VM's mutation lease (it releases it when it ends). */
+  leaseTaken?: boolean;
 }
 
 export interface AgentState {
@@ -173,6 +178,8 @@ export interface SessionInput {
   notify?: boolean;
   /** A pending approval lapses after this many minutes (default 15); fractions for tests. */
   approvalExpiryMinutes?: number;
+  /** After a mutating verb's outcome the session keeps the VM's lease this long (default 10; 0: only while the verb runs). */
+  leaseHoldMinutes?: number;
   /** Whether this deployment has an agent (an API key); off: a manual console. */
   agent?: { enabled: boolean; reason: string };
   /** Optional; carried across continue-as-new with the rest of the input. */

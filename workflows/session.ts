@@ -24,7 +24,7 @@ import {
 } from './messages.js';
 import { approvalRule } from './policy.js';
 import { runAgentTurn } from './session-agent.js';
-import { executeItem } from './session-steps.js';
+import { executeItem, settleLease } from './session-steps.js';
 import { registerMessageHandlers } from './session-handlers.js';
 import {
   TRANSCRIPT_PAGE_BYTES,
@@ -87,6 +87,7 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
   let costUsd = carried?.costUsd ?? 0;
   const startedAt = carried?.startedAt ?? Date.now();
   let running: { item: WorkItem; since: number } | null = null;
+  let leaseTaken = carried?.leaseTaken ?? false;
   let endRequested: { operator: string; reason: string } | null = null;
   let cancelledBy: { operator: string; reason: string } | null = null;
   let outcome: Outcome | null = null;
@@ -339,6 +340,12 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
     set running(value) {
       running = value;
     },
+    get leaseTaken() {
+      return leaseTaken;
+    },
+    set leaseTaken(value) {
+      leaseTaken = value;
+    },
     usedKeys,
     pendingApprovals,
     expiredApprovals,
@@ -382,6 +389,7 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
     agent: { ...agentState, awaiting: [...awaiting] },
     tokens,
     costUsd,
+    leaseTaken,
   });
 
   // ---------------------------------------------------------------------- main loop
@@ -420,7 +428,10 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
     upsertSearchAttributes([{ key: OUTCOME, value: outcome }]);
     refreshDetails();
     // Outside the cancelled scope, and awaited: scheduled in it, the notification never left.
-    await CancellationScope.nonCancellable(() => notify({ kind: 'session-ended', sessionId: info.workflowId, outcome: 'cancelled' }));
+    await CancellationScope.nonCancellable(async () => {
+      if (leaseTaken) await settleLease(scope, 0);
+      await notify({ kind: 'session-ended', sessionId: info.workflowId, outcome: 'cancelled' });
+    });
     throw error;
   }
 
@@ -432,6 +443,8 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
   record({ type: 'session-ended', outcome, operator: ending.operator, reason: ending.reason });
   upsertSearchAttributes([{ key: OUTCOME, value: outcome }]);
   refreshDetails();
+  // A session that ends frees the VM for the next one at once.
+  if (leaseTaken) await settleLease(scope, 0);
   await notify({ kind: 'session-ended', sessionId: info.workflowId, outcome });
   await condition(allHandlersFinished);
   return outcome;

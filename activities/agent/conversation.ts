@@ -401,6 +401,13 @@ export function buildConversation(entries: readonly AgentTranscriptEntry[], opti
           `[policy changed by ${entry.operator}: mutating verbs ${entry.policy.mutatingVerbs}, devvm commands ${entry.policy.devvmCommands}, ${entry.policy.toolCallsPerMessage} tool calls per operator message]`,
         );
         break;
+      case 'lease':
+        note(
+          entry.event === 'taken-over'
+            ? `[operator ${entry.operator} in session ${entry.sessionId} took this VM over to run ${entry.verb} (${entry.reason}): this session's mutating verbs are refused until that session lets go]`
+            : `[operator ${entry.operator} took this VM over from session ${entry.sessionId} to run ${entry.verb}]`,
+        );
+        break;
       case 'session-ended':
         note(`[session ended (${entry.outcome}) by ${entry.operator}${entry.reason ? `: ${entry.reason}` : ''}]`);
         break;

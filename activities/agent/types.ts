@@ -129,6 +129,7 @@ export type AgentTranscriptEntry = Seq &
     | { type: 'agent-error'; kind: string; message: string }
     | { type: 'agent-disabled'; reason: string }
     | { type: 'cancel-requested'; operator: string; reason: string }
+    | { type: 'lease'; event: 'took-over' | 'taken-over'; sessionId: string; operator: string; verb: string; reason: string }
   );
 
 export type AgentTranscriptEntryType = AgentTranscriptEntry['type'];

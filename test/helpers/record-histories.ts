@@ -80,6 +80,34 @@ export const SCENARIOS: Record<string, Scenario> = {
     return [{ name: 'keys-2026-12', handle, runId: await runIdOf(handle) }];
   },
 
+  /**
+   * Two sessions on one VM: the holder cycles under the VM's lease; the other is refused, then
+   * takes over (the holder is told) and cycles; the holder's next cycle is refused; both end.
+   */
+  async 'lease-2026-12'(env, queue) {
+    const holder = await env.startSession(queue, { leaseHoldMinutes: 10 });
+    const taker = await env.startSession(queue, { leaseHoldMinutes: 10, operator: 'bob' });
+    const cycle = (handle: WorkflowHandle, key: string, takeOver = false) =>
+      handle.executeUpdate(requestVerbUpdate, { args: [{ verb: 'cycle', reason: `lease ${key}`, operator: handle === holder ? 'alice' : 'bob', requestKey: key, ...(takeOver ? { takeOver } : {}) }] });
+    await cycle(holder, 'first');
+    await waitForTranscript(holder, hasEntry('devvm-wait'), 60_000);
+    await cycle(taker, 'refused');
+    await waitForTranscript(taker, hasEntry('skipped', 'refused'));
+    await cycle(taker, 'taken', true);
+    await waitForTranscript(taker, hasEntry('devvm-wait', 'taken'), 60_000);
+    await waitForTranscript(holder, hasEntry('lease'));
+    await cycle(holder, 'again');
+    await waitForTranscript(holder, hasEntry('skipped', 'again'));
+    for (const handle of [taker, holder]) {
+      await handle.signal(endSessionSignal, { operator: 'alice', reason: 'recovered' });
+      await handle.result();
+    }
+    return [
+      { name: 'lease-holder', handle: holder, runId: await runIdOf(holder) },
+      { name: 'lease-taker', handle: taker, runId: await runIdOf(taker) },
+    ];
+  },
+
   /** An agent turn asking for a cycle, keyed by turn and place (t-1-0), and its report after. */
   async 'agent-cycle'(env, queue) {
     const handle = await env.startSession(queue);

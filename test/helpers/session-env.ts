@@ -174,6 +174,9 @@ export async function startSessionEnv(options: SessionEnvOptions = {}): Promise<
             target: { devvm: 'devvm', vmid: 102 },
             operator: 'alice',
             description: 'devvm wedged',
+            // Suites run many sessions on one VM one after another: the lease is held only while a
+            // verb runs, unless a test asks for a hold (test/target-lease.test.ts).
+            leaseHoldMinutes: 0,
             ...(messagesApi ? { agent: { enabled: true, reason: 'test stand-in' } } : {}),
             ...overrides,
             policy: { ...DEFAULT_POLICY, ...overrides.policy },

@@ -71,8 +71,8 @@ export const api = {
   transcript: (id: string, cursor: number, limit = 100) => request<TranscriptPage>('GET', `${sessionPath(id)}/transcript?cursor=${cursor}&limit=${limit}`),
 
   message: (id: string, text: string) => request<{ seq: number }>('POST', `${sessionPath(id)}/messages`, { text }),
-  verb: (id: string, verb: PveVerb, reason: string, requestKey?: string) =>
-    request<{ key: string; approvalId: string | null }>('POST', `${sessionPath(id)}/verbs`, { verb, reason, ...(requestKey ? { requestKey } : {}) }),
+  verb: (id: string, verb: PveVerb, reason: string, requestKey?: string, takeOver = false) =>
+    request<{ key: string; approvalId: string | null }>('POST', `${sessionPath(id)}/verbs`, { verb, reason, ...(requestKey ? { requestKey } : {}), ...(takeOver ? { takeOver } : {}) }),
   command: (id: string, command: string, timeoutSeconds?: number, requestKey?: string) =>
     request<{ key: string; approvalId: string | null }>('POST', `${sessionPath(id)}/commands`, {
       command,

@@ -2,7 +2,7 @@
 import { agentName } from './auth.svelte.js';
 import { duration } from './format.js';
 import { ioVerdictLine, mutationOutcome, verifiedLine } from '../../../workflows/pve-types.js';
-import type { Actor, AgentMode, Entry, ForensicsResult, WorkItem } from './types.js';
+import type { Actor, AgentMode, Entry, ForensicsResult, LeaseHolder, WorkItem } from './types.js';
 
 export function actorName(actor: Actor, agentMode: AgentMode | undefined): string {
   if (actor.kind === 'operator') return actor.name;
@@ -71,9 +71,24 @@ export function summarizeEntry(entry: Entry, agentMode: AgentMode | undefined): 
       return `Session ended: ${entry.outcome}`;
     case 'cancel-requested':
       return `Cancelled by ${entry.operator}`;
+    case 'lease':
+      return entry.event === 'taken-over' ? `Session ${entry.sessionId} took the VM over` : `Took the VM over from session ${entry.sessionId}`;
     default:
       return `New entry: ${(entry as { type?: string }).type ?? 'unknown'}`;
   }
+}
+
+/**
+ * The session that holds the VM's mutation lease, as this session last heard it: from a verb
+ * refused for the lease, until this session runs a verb (or takes over) after it.
+ */
+export function leasedBy(entries: Entry[]): LeaseHolder | null {
+  for (let index = entries.length - 1; index >= 0; index--) {
+    const entry = entries[index] as Entry;
+    if (entry.type === 'verb-result' || (entry.type === 'lease' && entry.event === 'took-over')) return null;
+    if (entry.type === 'skipped' && entry.lease) return entry.lease.until > Date.now() ? entry.lease : null;
+  }
+  return null;
 }
 
 /**

@@ -182,8 +182,8 @@ export class SessionStore {
     return result !== undefined;
   }
 
-  async requestVerb(verb: PveVerb, reason: string, requestKey = newRequestKey('v')): Promise<boolean> {
-    const result = await attempt(`${verb} not requested`, () => api.verb(this.id, verb, reason, requestKey));
+  async requestVerb(verb: PveVerb, reason: string, requestKey = newRequestKey('v'), takeOver = false): Promise<boolean> {
+    const result = await attempt(`${verb} not requested`, () => api.verb(this.id, verb, reason, requestKey, takeOver));
     if (!result) return false;
     notify(result.approvalId ? `${verb} (${result.key}) waits for approval` : `${verb} queued (${result.key})`, 'success');
     return true;

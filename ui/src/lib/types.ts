@@ -52,6 +52,7 @@ export type { LiveChunk } from '../../../server/live-bus';
  * still drawn, as raw data.
  */
 export type Entry = TranscriptEntry;
+export type { LeaseHolder } from '../../../workflows/target-lease.js';
 
 export type EntryOf<T extends Entry['type']> = Extract<Entry, { type: T }>;
 
