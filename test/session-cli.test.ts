@@ -391,7 +391,11 @@ describe('continue-as-new under a low server threshold', () => {
     const latest = () => canEnv.client.workflow.getHandle(workflowId);
     const firstRunId = (await handle.describe()).runId;
     const callsBefore = invocationCount(canEnv.pve);
-    const say = async (text: string) => ({ text, seq: (await latest().executeUpdate(operatorMessageUpdate, { args: [{ text, operator: 'alice' }] })).seq });
+    let said = 0;
+    const say = async (text: string) => {
+      const updateId = `msg-${++said}`;
+      return { text, updateId, seq: (await latest().executeUpdate(operatorMessageUpdate, { args: [{ text, operator: 'alice' }], updateId })).seq };
+    };
 
     // State worth carrying: a policy change, a request waiting for approval, a used request key,
     // a status result, and a pause.
@@ -405,7 +409,7 @@ describe('continue-as-new under a low server threshold', () => {
     await waitForTranscript(handle, (all) => all.some((e) => e.type === 'request' && e.item.key === 'queued'));
 
     // Talk until the server suggests continue-as-new and the session takes it.
-    const acknowledged: { text: string; seq: number }[] = [];
+    const acknowledged: { text: string; updateId: string; seq: number }[] = [];
     for (let i = 0; (await latest().describe()).runId === firstRunId; i++) {
       expect(i).toBeLessThan(40);
       acknowledged.push(await say(`note ${i}`));
@@ -433,6 +437,10 @@ describe('continue-as-new under a low server threshold', () => {
     expect(continued[0]).toMatchObject({ type: 'session-continued', previousRunId: firstRunId, seq: oldState.transcript.nextSeq });
     // A used key stays used: repeating it is acknowledged and never queued twice.
     expect(await latest().executeUpdate(requestVerbUpdate, { args: [{ verb: 'status', reason: 'again', operator: 'alice', requestKey: 'look' }] })).toEqual({ key: 'look', approvalId: null });
+    // A client's retry of a message acknowledged by the first run, landing in this one (Temporal
+    // drops a repeated update id within a run only): answered with its seq, not recorded again.
+    const retried = acknowledged[0]!;
+    expect(await latest().executeUpdate(operatorMessageUpdate, { args: [{ text: retried.text, operator: 'alice' }], updateId: retried.updateId })).toEqual({ seq: retried.seq });
 
     // Fill this run close to the threshold while paused, then let two cycles go: the first one
     // carries the history over the threshold, so the second is requested before the boundary and
@@ -466,6 +474,7 @@ describe('continue-as-new under a low server threshold', () => {
     }
     // Nothing acknowledged was lost.
     for (const message of acknowledged) expect(everything.find((e) => e.seq === message.seq)).toMatchObject({ type: 'operator-message', text: message.text });
+    expect(entriesOf(everything, 'operator-message').filter((e) => e.text === retried.text)).toHaveLength(1);
     // Ordering: within one run, every mutation's forensics came first.
     for (const run of runs) {
       for (const result of entriesOf(run.entries, 'verb-result')) {

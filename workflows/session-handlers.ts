@@ -3,7 +3,7 @@
  * admit requests, record approvals, policy changes, pauses, and the end or cancel of a session.
  * They work on the session's state through its scope (workflows/session.ts).
  */
-import { patched, setHandler } from '@temporalio/workflow';
+import { currentUpdateInfo, patched, setHandler } from '@temporalio/workflow';
 import {
   DEFAULT_COMMAND_TIMEOUT_SECONDS,
   MAX_COMMAND_LENGTH,
@@ -28,6 +28,16 @@ import { describeItem, operatorName, reasonText, validateRequestKey } from './se
 import type { SessionScope } from './session-scope.js';
 import { leaseTakenOverSignal } from './target-lease.js';
 import type { Actor, CommandItem } from './session-types.js';
+
+/** The update ids of recent operator messages, carried across runs (the oldest forgotten first). */
+const REMEMBERED_MESSAGES = 500;
+function rememberMessage(seen: Map<string, number>, updateId: string, seq: number): void {
+  seen.set(updateId, seq);
+  for (const oldest of seen.keys()) {
+    if (seen.size <= REMEMBERED_MESSAGES) break;
+    seen.delete(oldest);
+  }
+}
 
 export function registerMessageHandlers(s: SessionScope): void {
   // ------------------------------------------------------------------ message validation
@@ -70,7 +80,14 @@ export function registerMessageHandlers(s: SessionScope): void {
   setHandler(
     operatorMessageUpdate,
     (message) => {
+      // Temporal drops a repeated update id within a run only: a client's retry that lands in the
+      // next run (after a continue-as-new) gets the first answer instead of a second message.
+      const updateId = currentUpdateInfo()?.id;
+      const once = updateId !== undefined && patched('message-once-across-runs');
+      const earlier = once ? s.messageUpdates.get(updateId) : undefined;
+      if (earlier !== undefined) return { seq: earlier };
       const entry = s.record({ type: 'operator-message', operator: operatorName(message.operator), text: message.text.trim() });
+      if (once) rememberMessage(s.messageUpdates, updateId, entry.seq);
       if (s.agentState.enabled) {
         // A new message from a person resets the agent's tool-call budget.
         s.agentState.pending = true;

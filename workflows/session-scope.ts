@@ -32,6 +32,8 @@ export interface SessionScope {
   running: { item: WorkItem; since: number } | null;
   leaseTaken: boolean;
   readonly usedKeys: Set<string>;
+  /** Operator messages by update id, so a retry in a later run is answered, not recorded twice. */
+  readonly messageUpdates: Map<string, number>;
   readonly pendingApprovals: Map<string, PendingApproval>;
   readonly expiredApprovals: Set<string>;
   readonly agentState: AgentState;

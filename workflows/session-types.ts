@@ -142,6 +142,8 @@ export interface CarriedState {
   costUsd: number;
   /** This session has taken the VM's mutation lease (it releases it when it ends). */
   leaseTaken?: boolean;
+  /** Operator messages' update ids and their seq (see workflows/session-handlers.ts). */
+  messageUpdates?: [string, number][];
 }
 
 export interface AgentState {

@@ -72,6 +72,7 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
   const queue: WorkItem[] = [...(carried?.queue ?? [])];
   // Keys seen in this session: a repeated key is acknowledged but never queued twice.
   const usedKeys = new Set<string>(carried?.usedKeys ?? []);
+  const messageUpdates = new Map<string, number>(carried?.messageUpdates ?? []);
   // The agent's tool calls since the operator's last message; carried across runs.
   let toolCallsUsed = carried?.toolCallsUsed ?? 0;
   const agentState: AgentState = carried?.agent ?? {
@@ -347,6 +348,7 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
       leaseTaken = value;
     },
     usedKeys,
+    messageUpdates,
     pendingApprovals,
     expiredApprovals,
     agentState,
@@ -390,6 +392,7 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
     tokens,
     costUsd,
     leaseTaken,
+    ...(messageUpdates.size > 0 ? { messageUpdates: [...messageUpdates] } : {}),
   });
 
   // ---------------------------------------------------------------------- main loop
