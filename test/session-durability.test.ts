@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPveHost } from '../lab/pve-host.js';
 import { clearFaults, readVm, runQm, setFault } from '../lab/pve/lab-vm.mjs';
 import { invocations } from '../lab/pve/pve-node.mjs';
-import { hostRequestId } from '../workflows/session.js';
+import { hostRequestId, keyFromUpdateId } from '../workflows/session.js';
 import { endSessionSignal, operatorMessageUpdate, requestVerbSignal, requestVerbUpdate } from '../workflows/messages.js';
 import {
   FAST_TIMING,
@@ -184,14 +184,27 @@ const KILL_POINTS: KillPoint[] = [
   },
 ];
 
+/**
+ * Every point twice: with an explicit requestKey, and with none — the key then comes from the
+ * Update id, as for the console's Idempotency-Key and any client that sends no key.
+ */
+type Keying = 'explicit requestKey' | 'key from the update id';
+const KEYINGS: Keying[] = ['explicit requestKey', 'key from the update id'];
+let keyed = 0;
+function keyFor(keying: Keying, explicit: string): { key: string; request: { requestKey: string } | Record<string, never>; updateId?: string } {
+  if (keying === 'explicit requestKey') return { key: explicit, request: { requestKey: explicit } };
+  const updateId = `kill-${process.pid}-${Date.now()}-${++keyed}`;
+  return { key: keyFromUpdateId(updateId), request: {}, updateId };
+}
+
 describe('a worker SIGKILLed during a cycle', () => {
-  it.each(KILL_POINTS)('when the worker is killed $name and restarted, then the cycle completes once, forensics first', async (point) => {
+  it.each(KILL_POINTS.flatMap((point) => KEYINGS.map((keying) => ({ ...point, keying }))))('when the worker is killed $name and restarted ($keying), then the cycle completes once, forensics first', async (point) => {
     await clearFaults(env.pve.nodeRoot);
     if (point.slow) await setFault(env.pve.nodeRoot, 'slow_verbs');
     const queue = uniqueQueue('kill');
     const worker = await workerFor(queue);
     const handle = await env.startSession(queue, { timing: FAST_TIMING });
-    const key = 'cyc';
+    const { key, request, updateId } = keyFor(point.keying, 'cyc');
     const ctx: KillContext = {
       env,
       worker,
@@ -206,7 +219,8 @@ describe('a worker SIGKILLed during a cycle', () => {
     let evidence: LogMatch | 'after-update';
     let replacement: WorkerProcess | undefined;
     try {
-      await handle.executeUpdate(requestVerbUpdate, { args: [{ verb: 'cycle', reason: `kill ${point.name}`, operator: 'alice', requestKey: key }] });
+      const accepted = await handle.executeUpdate(requestVerbUpdate, { args: [{ verb: 'cycle', reason: `kill ${point.name}`, operator: 'alice', ...request }], ...(updateId ? { updateId } : {}) });
+      expect(accepted.key).toBe(key);
       evidence = await armed.killed;
       if (evidence === 'after-update') {
         worker.killNow();
@@ -301,7 +315,7 @@ async function vmShouldBe(running: boolean) {
 }
 
 describe('a worker SIGKILLed during a reset, a stop or a start', () => {
-  it.each(VERB_KILL_POINTS)('when the worker is killed $name and restarted, then the $verb completes once, forensics first', async (point) => {
+  it.each(VERB_KILL_POINTS.flatMap((point) => KEYINGS.map((keying) => ({ ...point, keying }))))('when the worker is killed $name and restarted ($keying), then the $verb completes once, forensics first', async (point) => {
     await clearFaults(env.pve.nodeRoot);
     await vmShouldBe(point.vmRunning);
     if (point.slow) await setFault(env.pve.nodeRoot, 'slow_verbs');
@@ -309,7 +323,7 @@ describe('a worker SIGKILLed during a reset, a stop or a start', () => {
     const queue = uniqueQueue(`kill-${point.verb}`);
     const worker = await workerFor(queue);
     const handle = await env.startSession(queue, { timing: FAST_TIMING });
-    const key = point.verb.slice(0, 3);
+    const { key, request, updateId } = keyFor(point.keying, point.verb.slice(0, 3));
     const ctx: KillContext = {
       env,
       worker,
@@ -323,7 +337,8 @@ describe('a worker SIGKILLed during a reset, a stop or a start', () => {
     const armed = point.arm(ctx);
     let replacement: WorkerProcess | undefined;
     try {
-      await handle.executeUpdate(requestVerbUpdate, { args: [{ verb: point.verb, reason: `kill ${point.name}`, operator: 'alice', requestKey: key }] });
+      const accepted = await handle.executeUpdate(requestVerbUpdate, { args: [{ verb: point.verb, reason: `kill ${point.name}`, operator: 'alice', ...request }], ...(updateId ? { updateId } : {}) });
+      expect(accepted.key).toBe(key);
       const evidence = await armed.killed;
       await worker.exited;
       expect(worker.child.signalCode).toBe('SIGKILL');

@@ -135,6 +135,11 @@ export function reasonText(value: unknown, field = 'reason'): string {
 }
 
 /** Host request ids: [A-Za-z][A-Za-z0-9._-]{7,127}, stable across retries and `workflow reset`. */
+/** The key of a request that names none, from its Update id (the console's Idempotency-Key path). */
+export function keyFromUpdateId(updateId: string): string {
+  return `u${updateId.replace(/[^A-Za-z0-9]/g, '').slice(0, 38)}`;
+}
+
 export function hostRequestId(workflowId: string, key: string, suffix: string): string {
   const safe = workflowId.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 80);
   return `${/^[A-Za-z]/.test(safe) ? '' : 'w'}${safe}.${key}${suffix}`;

@@ -30,6 +30,7 @@ import {
   TRANSCRIPT_PAGE_BYTES,
   TRANSCRIPT_PAGE_LIMIT,
   describeItem,
+  keyFromUpdateId,
   notifications,
   timingOverrides,
   type Activities,
@@ -50,7 +51,7 @@ import type {
   WorkItem,
 } from './session-types.js';
 
-export { hostRequestId } from './session-rules.js';
+export { hostRequestId, keyFromUpdateId } from './session-rules.js';
 
 export async function breakglassSession(input: SessionInput): Promise<Outcome> {
   const info = workflowInfo();
@@ -139,7 +140,7 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
     if (requested !== undefined) return requested;
     const updateId = currentUpdateInfo()?.id;
     // Patched: histories recorded before this rule keep numbering their requests.
-    if (updateId && patched('request-keys-from-update-ids')) return `u${updateId.replace(/[^A-Za-z0-9]/g, '').slice(0, 38)}`;
+    if (updateId && patched('request-keys-from-update-ids')) return keyFromUpdateId(updateId);
     // A keyless signal (read-only verbs only, see below): numbered within this run, so a number
     // used before a reset never names a new request after it.
     if (patched('signal-keys-per-run')) return `r${nextRequestNumber++}-${info.runId.replace(/[^A-Za-z0-9]/g, '').slice(0, 12)}`;

@@ -3,8 +3,8 @@
  *   node --import tsx test/helpers/fault-worker-process.ts <settings.json> <workflow-bundle.js>
  * Prints "worker ready" once polling.
  *
- * Same workflows and activities as server/worker.ts, with
- * one test-only difference: a 1 s sticky schedule-to-start timeout instead of the SDK's 10 s.
+ * Same workflows, activities and shutdown grace time as server/worker.ts (a SIGTERM lets running
+ * activities finish for up to 20 s, as a rolling deploy does), with one test-only difference: a 1 s sticky schedule-to-start timeout instead of the SDK's 10 s.
  * After a SIGKILL the server keeps offering the session's next workflow task to the dead
  * worker's sticky queue until that timeout; 10 s per kill would make the kill suite too slow.
  */
@@ -36,7 +36,9 @@ const worker = await Worker.create({
   activities: createActivities({ pve: target(settings.pve), devvm: target(settings.devvm), artifactsDir: settings.artifactsDir, deadlines: { devvmProbeMs: 3_000 } }),
   workflowBundle: { codePath: bundlePath },
   stickyQueueScheduleToStartTimeout: '1s',
+  shutdownGraceTime: '20s',
 });
 const running = worker.run();
 console.log('worker ready');
 await running;
+await connection.close();

@@ -44,7 +44,7 @@ export interface SessionEnv {
   client: Client;
   pve: PveHost;
   /** The devvm: a real shell behind sshd, or the real guest in the VM (`guest` option). */
-  devvm: { port: number; knownHostsLine: string; user: string; privateKeyPath: string; stop(): Promise<void> };
+  devvm: { port: number; knownHostsLine: string; user: string; privateKeyPath: string; stop(): Promise<void>; /** The sshd stand-in only: calls hang until thawed. */ freeze?(): void; thaw?(): void };
   clientKey: KeyPair;
   messagesApi: MessagesApi | null;
   activityDeps: ActivityDeps;
@@ -104,7 +104,7 @@ export async function startSessionEnv(options: SessionEnvOptions = {}): Promise<
     pve = await startPveHost(pveOptions);
     // A real shell behind a real sshd, as the breakglass user has on a devvm.
     const sshd = await startSshd({ dir: join(dir, 'devvm'), authorizedKeys: [`restrict ${clientKey.publicKey}`] });
-    devvm = { port: sshd.port, knownHostsLine: sshd.knownHostsLine, user, privateKeyPath: clientKey.privateKeyPath, stop: () => sshd.stop() };
+    devvm = { port: sshd.port, knownHostsLine: sshd.knownHostsLine, user, privateKeyPath: clientKey.privateKeyPath, stop: () => sshd.stop(), freeze: () => sshd.freeze(), thaw: () => sshd.thaw() };
   }
   const privateKey = await readFile(clientKey.privateKeyPath);
   const activityDeps: ActivityDeps = {
