@@ -132,9 +132,15 @@ describe('kill points around a manual cycle', () => {
       worker.killNow();
       await worker.exited;
       expect(worker.child.signalCode).toBe('SIGKILL');
+      env.devvm.thaw?.();
       await workerFor(queue);
       const entries = await waitForTranscript(handle, (all) => all.some((e) => e.type === 'devvm-wait'), 90_000);
       expectOneCycle(env, handle.workflowId, key, callsBefore, entries);
+      // The verdict came from a second attempt of the wait, on the new worker.
+      const events = (await handle.fetchHistory()).events ?? [];
+      const scheduled = events.find((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'waitForDevvm');
+      const attempts = events.filter((e) => e.activityTaskStartedEventAttributes && Number(e.activityTaskStartedEventAttributes.scheduledEventId) === Number(scheduled?.eventId));
+      expect(attempts.map((e) => e.activityTaskStartedEventAttributes?.attempt)).toEqual([2]);
       // After the kill the host saw nothing more of this session's verb.
       expect(hostLog(env.pve).slice(logAtKill).filter((line) => line.includes(mutationId))).toEqual([]);
       expect(entriesOf(entries, 'verb-result')[0]!.result.replayed).toBe(false);

@@ -9,6 +9,7 @@
  * worker's sticky queue until that timeout; 10 s per kill would make the kill suite too slow.
  */
 import { readFileSync } from 'node:fs';
+import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime, Worker } from '@temporalio/worker';
 import { createActivities } from '../../activities/index.js';
 import type { WorkerProcessSettings } from './session-env.js';
@@ -29,11 +30,22 @@ const target = (host: WorkerProcessSettings['pve']) => ({
 });
 
 const connection = await NativeConnection.connect({ address: settings.address });
+// Agent turns read the transcript through a client, as in the product.
+const agentClient = settings.agent ? new Client({ connection: await Connection.connect({ address: settings.address }), namespace: settings.namespace }) : null;
+const agent =
+  settings.agent && agentClient
+    ? {
+        model: settings.agent,
+        client: agentClient,
+        target: { devvm: 'devvm', vmid: 102 },
+        maxContextTokens: 50_000,
+      }
+    : undefined;
 const worker = await Worker.create({
   connection,
   namespace: settings.namespace,
   taskQueue: settings.taskQueue,
-  activities: createActivities({ pve: target(settings.pve), devvm: target(settings.devvm), artifactsDir: settings.artifactsDir, deadlines: { devvmProbeMs: 3_000 } }),
+  activities: createActivities({ pve: target(settings.pve), devvm: target(settings.devvm), artifactsDir: settings.artifactsDir, deadlines: { devvmProbeMs: 3_000 }, ...(agent ? { agent } : {}) }),
   workflowBundle: { codePath: bundlePath },
   stickyQueueScheduleToStartTimeout: '1s',
   shutdownGraceTime: '20s',
@@ -42,3 +54,4 @@ const running = worker.run();
 console.log('worker ready');
 await running;
 await connection.close();
+await agentClient?.connection.close();

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { Client, Connection, type WorkflowHandle } from '@temporalio/client';
 import { bundleWorkflowCode, DefaultLogger, NativeConnection, Runtime, Worker } from '@temporalio/worker';
 import { createActivities, type ActivityDeps } from '../../activities/index.js';
+import type { AgentModelConfig } from '../../activities/agent/turn.js';
 import { generateKeyPair, type KeyPair } from '../../lab/keys.js';
 import { startPveHost, type DispatcherConfig, type PveHost } from '../../lab/pve-host.js';
 import { startScenarioHost, type DevvmScenario } from '../../lab/scenarios.js';
@@ -68,6 +69,8 @@ export interface WorkerProcessSettings {
   pve: { host: string; port: number; username: string; privateKeyPath: string; knownHosts: string };
   devvm: { host: string; port: number; username: string; privateKeyPath: string; knownHosts: string };
   artifactsDir: string;
+  /** The Messages API stand-in, when the env has an agent. */
+  agent?: AgentModelConfig;
 }
 
 let sessionCounter = 0;
@@ -140,6 +143,7 @@ export async function startSessionEnv(options: SessionEnvOptions = {}): Promise<
       pve: { host: '127.0.0.1', port: pve.sshd.port, username: user, privateKeyPath: clientKey.privateKeyPath, knownHosts: pve.sshd.knownHostsLine },
       devvm: { host: '127.0.0.1', port: devvm.port, username: devvm.user, privateKeyPath: devvm.privateKeyPath, knownHosts: devvm.knownHostsLine },
       artifactsDir: join(dir, 'artifacts'),
+      ...(activityDeps.agent ? { agent: activityDeps.agent.model } : {}),
     }),
     startWorker: async (taskQueue, activities = {}) => {
       const workerConnection = await NativeConnection.connect({ address: temporal.address });
