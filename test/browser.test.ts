@@ -217,6 +217,47 @@ describe('the console in Chromium', () => {
     expect(await inPage<boolean>(second, 'window.__sameDocument === true')).toBe(true);
   }, 60_000);
 
+  it('when a second session asks to cycle the VM the first still holds, then it is refused naming the holder with a link, and the confirmation offers an explicit take-over that runs it and tells the first', async () => {
+    const other = await newPage(DESKTOP);
+    const otherProblems = await watchPage(other);
+    await other.goto(`${lab.url}/#token=${lab.token}`);
+    await other.locator('#new-session-description').fill('second operator, same devvm');
+    await other.locator('form:has(#new-session-description) button[type=submit]').click();
+    await other.waitForURL(/#\/sessions\/[^/?&]+$/);
+    const otherId = decodeURIComponent(new URL(other.url()).hash.replace('#/sessions/', ''));
+    expect(otherId).not.toBe(sessionId);
+
+    const cycle = async (reason: string, takeOver: boolean) => {
+      await verbButton(other, 'Cycle').click();
+      const dialog = other.locator('dialog[open]');
+      await dialog.locator('h2', { hasText: 'Cycle VM 102?' }).waitFor();
+      const offer = dialog.getByRole('group', { name: 'VM leased to another session' });
+      if (takeOver) {
+        await offer.locator(`a[href="#/sessions/${sessionId}"]`).waitFor();
+        await offer.getByLabel('Take the VM over from that session').check();
+      } else {
+        expect(await offer.count()).toBe(0);
+      }
+      await other.locator('#verb-reason').fill(reason);
+      await dialog.locator('button[type=submit]').click();
+      await dialog.waitFor({ state: 'detached' });
+    };
+    await cycle('browser test: a second cycle', false);
+    const refused = entry(other, '.line', /leased to another session/);
+    await refused.waitFor({ timeout: 30_000 });
+    expect(await refused.locator(`a[href="#/sessions/${sessionId}"]`).count()).toBe(1);
+    // Refused before anything ran: no forensics in this session.
+    expect(await entry(other, 'article.forensics').count()).toBe(0);
+
+    await cycle('browser test: taking over', true);
+    await entry(other, '.line', /took the VM over from/).waitFor({ timeout: 30_000 });
+    await entry(other, 'article.verb-result', 'cycle').waitFor({ timeout: 90_000 });
+    await entry(page, '.line', /took the VM over in/).waitFor({ timeout: 30_000 });
+    await otherProblems.collect();
+    expect(otherProblems.errors).toEqual([]);
+    expect(otherProblems.csp).toEqual([]);
+  }, 180_000);
+
   it('when the operator cancels the session, then both pages show it cancelled and the workflow is Canceled in Temporal', async () => {
     await page.getByRole('button', { name: 'Cancel', exact: true }).click();
     const dialog = page.locator('dialog[open]');

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Script } from '../lab/messages-api/server.js';
 import { readConversation } from '../lab/messages-api/scenarios.js';
 import { clearFaults, setFault } from '../lab/pve/lab-vm.mjs';
-import { approvalUpdate, endSessionSignal, operatorMessageUpdate, pauseSignal, requestVerbUpdate, resumeSignal, stateQuery } from '../workflows/messages.js';
+import { approvalUpdate, cancelRequestSignal, endSessionSignal, operatorMessageUpdate, pauseSignal, requestVerbUpdate, resumeSignal, stateQuery } from '../workflows/messages.js';
 import { hostRequestId, keyFromUpdateId as keyOfUpdate } from '../workflows/session.js';
 import type { TranscriptEntry } from '../workflows/session-types.js';
 import {
@@ -244,7 +244,7 @@ describe('kill points in an agent turn and at a continue-as-new boundary', () =>
     expect(await handle.result()).toBe('recovered');
   }, 180_000);
 
-  it('when the worker is SIGKILLed as the session continues as new with a cycle queued, then the next run runs that cycle once, under the same host request ids', async () => {
+  it('when the worker is SIGKILLed as the session continues as new with a cycle queued, then the next run runs that cycle once, under the same host request ids, and a cancel asked before the boundary keeps its name', async () => {
     await clearFaults(env.pve.nodeRoot);
     const queue = uniqueQueue('can-kill');
     const worker = await workerFor(queue);
@@ -257,6 +257,8 @@ describe('kill points in an agent turn and at a continue-as-new boundary', () =>
     // continues as new (it does so even while paused), and kill the worker right at that boundary.
     await handle.signal(pauseSignal, { operator: 'alice', reason: 'hold the cycle' });
     await handle.executeUpdate(requestVerbUpdate, { args: [{ verb: 'cycle', reason: 'queued across the boundary', operator: 'alice', requestKey: key }] });
+    // The console names the canceller just before it cancels; a run boundary in between keeps the name.
+    await handle.signal(cancelRequestSignal, { operator: 'carol', reason: 'the incident moved elsewhere' });
     let secondRunId = firstRunId;
     for (let i = 0; secondRunId === firstRunId; i++) {
       expect(i).toBeLessThan(60);
@@ -281,7 +283,9 @@ describe('kill points in an agent turn and at a continue-as-new boundary', () =>
     );
     expectOneCycle(env, handle.workflowId, key, callsBefore, all);
     expect((await latest().query(stateQuery)).transcript.previousRunId).toBe(firstRunId);
-    await latest().signal(endSessionSignal, { operator: 'alice', reason: 'recovered' });
-    expect(await latest().result()).toBe('recovered');
+    await latest().cancel();
+    await expect(latest().result()).rejects.toThrow();
+    const { runId } = await latest().describe();
+    expect((await runTranscript(env.client, handle.workflowId, runId)).at(-1)).toMatchObject({ type: 'session-ended', outcome: 'cancelled', operator: 'carol', reason: 'the incident moved elsewhere' });
   }, 180_000);
 });

@@ -142,6 +142,8 @@ export interface CarriedState {
   costUsd: number;
   /** This session has taken the VM's mutation lease (it releases it when it ends). */
   leaseTaken?: boolean;
+  /** Who asked to cancel (the console signals it just before cancelling): a run boundary in between must not lose the name. */
+  cancelledBy?: { operator: string; reason: string } | null;
   /** Operator messages' update ids and their seq (see workflows/session-handlers.ts). */
   messageUpdates?: [string, number][];
 }

@@ -91,7 +91,7 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
   let running: { item: WorkItem; since: number } | null = null;
   let leaseTaken = carried?.leaseTaken ?? false;
   let endRequested: { operator: string; reason: string } | null = null;
-  let cancelledBy: { operator: string; reason: string } | null = null;
+  let cancelledBy: { operator: string; reason: string } | null = carried?.cancelledBy ?? null;
   let outcome: Outcome | null = null;
 
   // Fire and forget: a dead webhook must not hold up a breakglass session. The returned promise
@@ -393,6 +393,7 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
     tokens,
     costUsd,
     leaseTaken,
+    ...(cancelledBy ? { cancelledBy } : {}),
     ...(messageUpdates.size > 0 ? { messageUpdates: [...messageUpdates] } : {}),
   });
 
