@@ -173,6 +173,8 @@ const NON_DEFAULT = {
   },
   agent: { model: 'claude-opus-4-1', apiKey: { existingSecret: 'anthropic', item: 'api-key' } },
   policy: { mutatingVerbs: 'two-person', devvmCommands: 'allowlist', toolCallsPerMessage: 12 },
+  approvals: { expiryMinutes: 5 },
+  lease: { holdMinutes: 0 },
   auth: { mode: 'proxy', proxy: { header: 'x-auth-request-user', trustedCidrs: ['10.42.0.0/16'] }, operators: ['alice', 'bob'] },
   worker: { separate: true },
   persistence: { enabled: true, storageClass: 'fast', size: '5Gi' },
@@ -534,6 +536,8 @@ describe('helm template with non-default values (separate worker, ingress, PVC, 
     // The console pod knows an agent is configured but never reads its key; the worker does.
     expect(config.agent).toMatchObject({ model: 'claude-opus-4-1', apiKey: null, configured: true });
     expect(config.policy).toEqual({ mutatingVerbs: 'two-person', devvmCommands: 'allowlist', toolCallsPerMessage: 12 });
+    expect(config.approvals).toEqual({ expiryMinutes: 5 });
+    expect(config.lease).toEqual({ holdMinutes: 0 });
     const workerConfig = await loadRendered(docs, worker);
     expect(workerConfig.roles).toEqual({ server: false, worker: true });
     expect(workerConfig.agent).toMatchObject({ apiKey: 'test-anthropic-key', configured: true });

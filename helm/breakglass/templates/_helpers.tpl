@@ -183,6 +183,8 @@ paths into read-only Secret mounts; operator tokens appear as sha256 hashes.
   "pve" $endpoints.pve
   "agent" $agent
   "policy" (dict "mutatingVerbs" $v.policy.mutatingVerbs "devvmCommands" $v.policy.devvmCommands "toolCallsPerMessage" (int $v.policy.toolCallsPerMessage))
+  "approvals" (dict "expiryMinutes" (int $v.approvals.expiryMinutes))
+  "lease" (dict "holdMinutes" (int $v.lease.holdMinutes))
   "auth" (dict "mode" $v.auth.mode "tokens" $v.auth.tokens "proxy" $v.auth.proxy "operators" $v.auth.operators)
 -}}
 {{- toPrettyJson $config -}}
