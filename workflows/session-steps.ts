@@ -82,7 +82,11 @@ async function takeLease(s: SessionScope, item: VerbItem, verb: MutatingVerb): P
 /** After the outcome: keep the lease for the hold time (0 releases). Best effort: an unsettled lease lapses on its own. */
 export async function settleLease(s: SessionScope, holdSeconds: number): Promise<void> {
   await leases.settleTargetLease
-    .executeWithOptions({ summary: holdSeconds > 0 ? `hold VM ${s.input.target.vmid} for ${holdSeconds} s` : `release VM ${s.input.target.vmid}` }, [{ vmid: s.input.target.vmid, sessionId: s.info.workflowId, holdSeconds }])
+    // Quick, few attempts: a session's end must not wait minutes on a lease that lapses anyway.
+    .executeWithOptions(
+      { startToCloseTimeout: '15s', retry: { maximumAttempts: 3, initialInterval: '1s' }, summary: holdSeconds > 0 ? `hold VM ${s.input.target.vmid} for ${holdSeconds} s` : `release VM ${s.input.target.vmid}` },
+      [{ vmid: s.input.target.vmid, sessionId: s.info.workflowId, holdSeconds }],
+    )
     .catch(() => undefined);
 }
 
