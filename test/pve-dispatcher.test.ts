@@ -4,7 +4,7 @@
 // records every call, so "nothing ran" is proven, not assumed.
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { livePids } from '../lab/processes.js';
 import { chmod, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -671,6 +671,37 @@ hostBlock('PVE dispatcher: the request-id journal (at most once, replay, client 
     expect(fx.qmCalls()).toHaveLength(calls);
     expect(readVm(fx.host.nodeRoot).running).toBe(false);
     expect((await fx.log()).at(-1)).toMatch(/event=conflict verb=start request=fx-reused-0001 recorded=stop/);
+  });
+
+  // Root ignores permission bits, so the document's place is taken by a directory: writing it
+  // (the .tmp) or putting it in place (the final name) then fails as a full or broken disk would.
+  step.each(['.json.tmp', '.json'])('when the forensics document cannot be saved (%s blocked), then a cycle fails at forensics with the reason, valid JSON, and qm is never asked to stop or start', async (blocked) => {
+    const mark = await freshVm(fx);
+    const id = `fx-nodoc-${blocked === '.json' ? 'final' : 'tmp01'}`;
+    mkdirSync(join(fx.host.stateDir, 'forensics', `${id}${blocked}`), { recursive: true });
+    const output = await fx.call(`cycle ${id}`);
+    expect(output.exitCode).toBe(1);
+    const result = JSON.parse(output.stdout.text) as { ok: boolean; failed_at: string; reason: string };
+    expect(result).toMatchObject({ ok: false, result: 'failed', verb: 'cycle', failed_at: 'forensics' });
+    expect(result.reason).toContain(`forensics could not be saved to`);
+    expect(result.reason).toContain('cycle was not run');
+    expect(qmCallsSince(fx, mark).filter((c) => MUTATING_QM.has(c.argv[0] ?? ''))).toEqual([]);
+    expect(readVm(fx.host.nodeRoot).running).toBe(true);
+    const log = await fx.log();
+    expect(log.some((l) => l.includes(`event=forensics-failed verb=cycle request=${id}`))).toBe(true);
+    expect(log.some((l) => l.includes(`event=verb-start verb=cycle request=${id}`))).toBe(false);
+    // Through the client: a failed verb, not retried; the workflow records it and runs nothing.
+    const error = await rejection(pveMutation(fx.target, 'cycle', { requestId: id, deadlineMs: DEADLINE }));
+    expect(error).toMatchObject({ kind: 'verb_failed', retryable: false });
+  });
+
+  step('when forensics alone cannot be saved, then it answers valid JSON that says so instead of ok', async () => {
+    const id = 'fx-nodoc-alone';
+    mkdirSync(join(fx.host.stateDir, 'forensics', `${id}.json`), { recursive: true });
+    const output = await fx.call(`forensics ${id}`);
+    expect(output.exitCode).toBe(1);
+    expect(JSON.parse(output.stdout.text)).toMatchObject({ ok: false, verb: 'forensics', failed_at: 'forensics', reason: expect.stringContaining('nothing was kept') });
+    await expect(pveForensics(fx.target, { requestId: id, deadlineMs: DEADLINE })).rejects.toMatchObject({ kind: 'verb_failed' });
   });
 
   step('when the same request id arrives twice at once, then it runs once and both callers get its result', async () => {

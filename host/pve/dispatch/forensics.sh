@@ -93,7 +93,8 @@ ha_section() {
 }
 
 # capture_forensics TRIGGER: writes $forensics_dir/$REQUEST_ID.json and sets FORENSICS_PATH,
-# FORENSICS_SHA256, FORENSICS_MS.
+# FORENSICS_SHA256, FORENSICS_MS. Fails (FORENSICS_ERROR says why) unless the document is on disk
+# and hashed: no mutating verb may run on the strength of evidence that was not kept.
 capture_forensics() {
   trigger=$1
   log_event "event=forensics-start verb=$VERB request=$REQUEST_ID"
@@ -117,13 +118,24 @@ capture_forensics() {
   section 'qm lock file' "$section_timeout" "$0" --section "$CONFIG_FILE" lock_file_state
   # The guest kernel's own words (hung tasks, OOM kills) when neither SSH nor the agent answers.
   [ -z "$console_log" ] || section 'guest console tail' "$section_timeout" tail -n "$dmesg_lines" "$console_log"
-  mkdir -p "$forensics_dir"
-  FORENSICS_PATH=$forensics_dir/$REQUEST_ID.json
-  printf '{"vmid":%s,"request_id":"%s","trigger":"%s","captured_at":"%s","host":%s,"blockstats_interval_s":%s,"sections":[%s]}\n' \
-    "$vmid" "$REQUEST_ID" "$trigger" "$(now_iso)" "$(json_of "$(hostname)")" "$blockstats_interval" "$SECTIONS" >"$FORENSICS_PATH.tmp"
-  mv "$FORENSICS_PATH.tmp" "$FORENSICS_PATH"
-  FORENSICS_SHA256=$(sha256sum "$FORENSICS_PATH" | cut -d' ' -f1)
+  FORENSICS_PATH=$forensics_dir/$REQUEST_ID.json FORENSICS_SHA256='' FORENSICS_ERROR=''
+  if ! FORENSICS_ERROR=$({
+    mkdir -p "$forensics_dir" &&
+      printf '{"vmid":%s,"request_id":"%s","trigger":"%s","captured_at":"%s","host":%s,"blockstats_interval_s":%s,"sections":[%s]}\n' \
+        "$vmid" "$REQUEST_ID" "$trigger" "$(now_iso)" "$(json_of "$(hostname)")" "$blockstats_interval" "$SECTIONS" >"$FORENSICS_PATH.tmp" &&
+      mv -T "$FORENSICS_PATH.tmp" "$FORENSICS_PATH"
+  } 2>&1); then
+    FORENSICS_ERROR=$(printf '%s' "${FORENSICS_ERROR:-could not write the document}" | tr '\n' ' ')
+  elif [ -f "$FORENSICS_PATH" ] && [ -s "$FORENSICS_PATH" ]; then
+    FORENSICS_SHA256=$(sha256sum "$FORENSICS_PATH" 2>/dev/null | cut -d' ' -f1)
+  fi
   FORENSICS_MS=$(($(now_ms) - f0))
+  if [ -z "$FORENSICS_SHA256" ]; then
+    rm -f "$FORENSICS_PATH.tmp" 2>/dev/null
+    FORENSICS_ERROR="forensics could not be saved to $FORENSICS_PATH: ${FORENSICS_ERROR:-the document is missing or empty after writing}"
+    log_event "event=forensics-failed verb=$VERB request=$REQUEST_ID ms=$FORENSICS_MS"
+    return 1
+  fi
   log_event "event=forensics-done verb=$VERB request=$REQUEST_ID sha256=$FORENSICS_SHA256 ms=$FORENSICS_MS"
 }
 dmesg_tail() { dmesg -T 2>&1 | tail -n "$dmesg_lines"; }
