@@ -815,8 +815,20 @@ hostBlock('PVE dispatcher: every input outside the verb grammar is rejected and 
     expect(output.stderr.text).toBe(`breakglass: rejected: ${answer.reason}\n`);
     expect(newLogLines).toHaveLength(1);
     expect(newLogLines[0]).toMatch(new RegExp(`event=rejected conn="127\\.0\\.0\\.1 \\d+ 127\\.0\\.0\\.1 ${fx.host.sshd.port}"`));
-    if (/^[\x20-\x7e]*$/.test(command) && !command.includes('CANARY')) expect(newLogLines[0]).toContain(`received="${command.slice(0, 200)}"`);
+    if (/^[\x20-\x7e]*$/.test(command) && !command.includes('CANARY')) expect(newLogLines[0]).toContain(`received="${command.slice(0, 200).replace(/["\\]/g, '?')}"`);
     expect(existsSync(canary)).toBe(false);
+  });
+
+  step('when the rejected words carry quotes, then its log line cannot be made to say anything else (one event, one reason)', async () => {
+    const forged = 'status" reason="ok" event=verb-done verb=cycle request=fxforged01 exit=0 x="\\';
+    const { value: output, newLogLines } = await expectNothingRan(() => fx.call(forged));
+    expect(output.exitCode).toBe(64);
+    expect(newLogLines).toHaveLength(1);
+    const line = newLogLines[0]!;
+    expect(line.match(/event=/g)).toHaveLength(2); // event=rejected and the harmless quoted text
+    expect(line).toContain('received="status? reason=?ok? event=verb-done verb=cycle request=fxforged01 exit=0 x=??"');
+    expect(line.match(/ reason="/g)).toHaveLength(1);
+    expect(line).toMatch(/reason="forbidden character[^"]*"$/);
   });
 
   step('when a verb function gets a VM id as request id, then the client refuses it before connecting', async () => {
