@@ -35,10 +35,18 @@ export function describeEvent(event: NotifyEvent): { title: string; message: str
   }
 }
 
+/**
+ * Slack's mrkdwn: `<!channel>`, `<@U…>` and `<url|disguise>` are built from `<`, `>` and `&`, which
+ * Slack wants escaped in text it should show as written.
+ */
+function slackText(text: string): string {
+  return text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+}
+
 export function webhookBody(config: NotifierConfig, event: NotifyEvent): unknown {
   const { title, message, urgent } = describeEvent(event);
   const link = config.consoleUrl ? `${config.consoleUrl}/#/sessions/${event.sessionId}` : undefined;
-  if (config.format === 'slack') return { text: `*${title}*\n${message}${link ? `\n<${link}|open the console>` : ''}` };
+  if (config.format === 'slack') return { text: `*${slackText(title)}*\n${slackText(message)}${link ? `\n<${link}|open the console>` : ''}` };
   // ntfy's JSON publishing: the topic is the last path segment of the webhook URL.
   const url = new URL(config.webhookUrl);
   const topic = url.pathname.split('/').filter(Boolean).pop() ?? 'breakglass';

@@ -3,11 +3,12 @@
  * same whoever downloads it, whenever.
  */
 import { ioVerdictLine, ioVerdictOf, mutationOutcome, pendingLine, phaseWords, survivorsLine, verifiedLine, type ForensicsSummary } from '../workflows/pve-types.js';
+import { mdBlock, mdCode, mdText } from '../workflows/markdown.js';
 import type { SessionState, TranscriptEntry } from '../workflows/session-types.js';
 
 const time = (ms: number) => new Date(ms).toISOString().replace('T', ' ').replace(/\.\d+Z$/, 'Z');
-const code = (text: string) => '```\n' + text.replace(/```/g, '`\u200b``') + '\n```';
-const oneLine = (text: string) => text.replace(/\s+/g, ' ').trim();
+// Every piece of text a person or a host wrote stays text (workflows/markdown.ts).
+const oneLine = mdText;
 
 /** "**I/O frozen (3 signs)**", "counters flat, no sign of a stall", "I/O moving", … */
 function forensicsVerdict(summary: ForensicsSummary): string {
@@ -29,7 +30,7 @@ function line(entry: TranscriptEntry, devvmWaitOf: (key: string) => DevvmWait | 
       const who = entry.item.requestedBy.kind === 'operator' ? entry.item.requestedBy.name : entry.item.requestedBy.kind;
       return entry.item.kind === 'verb'
         ? `${who} requested **${entry.item.verb}**${entry.item.reason ? ` — ${oneLine(entry.item.reason)}` : ''}`
-        : `${who} requested devvm command \`${oneLine(entry.item.command)}\``;
+        : `${who} requested devvm command ${mdCode(entry.item.command)}`;
     }
     case 'approval-needed':
       return `approval needed (${entry.approvalId}): ${entry.why}`;
@@ -73,9 +74,9 @@ function line(entry: TranscriptEntry, devvmWaitOf: (key: string) => DevvmWait | 
     case 'devvm-wait':
       return entry.reachable ? `devvm answered SSH again after ${(entry.waitedMs / 1000).toFixed(1)} s` : `devvm did NOT answer SSH within ${(entry.waitedMs / 1000).toFixed(0)} s`;
     case 'command-result':
-      return `devvm \`${oneLine(entry.result.command)}\` → exit ${entry.result.exitCode ?? entry.result.exitSignal ?? '?'}${entry.result.timedOut ? ' (timed out)' : ''} in ${entry.result.durationMs} ms`;
+      return `devvm ${mdCode(entry.result.command)} → exit ${entry.result.exitCode ?? entry.result.exitSignal ?? '?'}${entry.result.timedOut ? ' (timed out)' : ''} in ${entry.result.durationMs} ms`;
     case 'command-failed':
-      return `devvm \`${oneLine(entry.command)}\` failed (${entry.kind}): ${oneLine(entry.message)}`;
+      return `devvm ${mdCode(entry.command)} failed (${entry.kind}): ${oneLine(entry.message)}`;
     case 'paused':
       return `paused by ${entry.operator}: ${oneLine(entry.reason)}`;
     case 'resumed':
@@ -102,7 +103,7 @@ export function postmortem(id: string, state: SessionState, entries: TranscriptE
   out.push(`- opened by: ${state.operator} at ${time(state.startedAt)}`);
   out.push(`- outcome: ${state.outcome ?? 'still open'}`);
   if (temporalUiUrl) out.push(`- history: ${temporalUiUrl}/namespaces/default/workflows/${encodeURIComponent(id)}`);
-  out.push('', '## Problem reported', '', state.description, '', '## Timeline', '');
+  out.push('', '## Problem reported', '', mdBlock(state.description), '', '## Timeline', '');
   const waits = new Map(entries.filter((e): e is DevvmWait => e.type === 'devvm-wait').map((e) => [e.key, e]));
   for (const entry of entries) {
     const text = line(entry, (key) => waits.get(key));
@@ -125,7 +126,7 @@ export function postmortem(id: string, state: SessionState, entries: TranscriptE
     if (summary.zombieLeader) out.push(`- QEMU's main thread ${summary.zombieLeader.pid} is a zombie while ${summary.zombieLeader.liveThreads} of its threads live`);
     if (summary.scopePids?.length) out.push(`- processes in the VM scope: ${summary.scopePids.join(' ')}`);
     if (summary.haManaged) out.push(`- HA-managed (requested state ${summary.haState ?? '?'})`);
-    for (const line of summary.hungTaskLines ?? []) out.push(`- guest console: \`${oneLine(line).replace(/`/g, "'")}\``);
+    for (const line of summary.hungTaskLines ?? []) out.push(`- guest console: ${mdCode(line)}`);
     for (const section of entry.result.sections) {
       out.push(`- ${section.name}: exit ${section.exit}${section.timedOut ? ' **timed out**' : ''}, ${section.durationMs} ms`);
     }
@@ -134,7 +135,7 @@ export function postmortem(id: string, state: SessionState, entries: TranscriptE
   out.push('## Devvm commands', '');
   for (const entry of entries) {
     if (entry.type !== 'command-result') continue;
-    out.push(`### \`${oneLine(entry.result.command)}\` → exit ${entry.result.exitCode ?? entry.result.exitSignal}`, '', code(entry.result.stdout + (entry.result.stderr ? `\n[stderr]\n${entry.result.stderr}` : '')), '');
+    out.push(`### ${mdCode(entry.result.command)} → exit ${entry.result.exitCode ?? entry.result.exitSignal}`, '', mdBlock(entry.result.stdout + (entry.result.stderr ? `\n[stderr]\n${entry.result.stderr}` : '')), '');
   }
   return out.join('\n') + '\n';
 }

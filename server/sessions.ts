@@ -22,6 +22,7 @@ import {
   type CommandRequestInput,
   type VerbRequestInput,
 } from '../workflows/messages.js';
+import { mdBlock, mdText } from '../workflows/markdown.js';
 import { LAST_VERB, OPERATOR, OUTCOME, TARGET } from '../workflows/search-attributes.js';
 import type { SessionPolicy, SessionState, SessionTarget, TranscriptEntry, TranscriptPage } from '../workflows/session-types.js';
 
@@ -98,7 +99,8 @@ export class Sessions {
           ],
           ...(keyed ? { workflowIdReusePolicy: 'REJECT_DUPLICATE' as const } : {}),
           staticSummary: `Breakglass: ${this.options.target.devvm} (VM ${this.options.target.vmid}) — ${operator}`,
-          staticDetails: `**Problem reported by ${operator}:**\n\n${description}`,
+          // The Web UI renders this as Markdown: the description stays text (no hidden links).
+          staticDetails: `**Problem reported by ${mdText(operator)}:**\n\n${mdBlock(description)}`,
           typedSearchAttributes: [
             { key: TARGET, value: this.options.target.devvm },
             { key: OPERATOR, value: operator },

@@ -22,6 +22,7 @@ import {
   transcriptQuery,
   type RequestAccepted,
 } from './messages.js';
+import { mdText } from './markdown.js';
 import { approvalRule } from './policy.js';
 import { runAgentTurn } from './session-agent.js';
 import { executeItem, settleLease } from './session-steps.js';
@@ -109,10 +110,10 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
 
   const refreshDetails = () => {
     const lines = [
-      `**VM ${input.target.vmid}** (${input.target.devvm}): ${vm ? `${vm.status}${vm.qmpstatus ? ` / ${vm.qmpstatus}` : ''}, pid ${vm.pid ?? '-'}${vm.pending.present ? ', pending config staged' : ''}${vm.lock ? `, locked (${vm.lock})` : ''}` : 'not checked yet'}`,
+      `**VM ${input.target.vmid}** (${mdText(input.target.devvm)}): ${vm ? `${vm.status}${vm.qmpstatus ? ` / ${vm.qmpstatus}` : ''}, pid ${vm.pid ?? '-'}${vm.pending.present ? ', pending config staged' : ''}${vm.lock ? `, locked (${vm.lock})` : ''}` : 'not checked yet'}`,
       `devvm SSH: ${devvmReachable === null ? 'not checked' : devvmReachable ? 'answering' : 'not answering'}`,
-      `last verb: ${lastVerb || '-'}${paused ? ` · **paused**: ${pauseReason}` : ''}`,
-      ...[...pendingApprovals.values()].map((p) => `**waiting for approval** ${p.approvalId}: ${describeItem(p.item)} (${p.approvals.length}/${p.required})`),
+      `last verb: ${lastVerb || '-'}${paused ? ` · **paused**: ${mdText(pauseReason)}` : ''}`,
+      ...[...pendingApprovals.values()].map((p) => `**waiting for approval** ${p.approvalId}: ${mdText(describeItem(p.item))} (${p.approvals.length}/${p.required})`),
     ];
     setCurrentDetails(lines.join('\n'));
   };
