@@ -40,6 +40,8 @@ export interface AppDeps {
   logger?: boolean | object;
   /** Requests per minute per operator on mutating routes. */
   mutationRateLimit?: number;
+  /** Login attempts per minute and client address (default 10). */
+  loginRateLimit?: number;
   heartbeatMs?: number;
   /** Prometheus registry served at /metrics. */
   metrics?: Registry;
@@ -249,7 +251,11 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   app.post(
     '/api/login',
-    schema({ summary: 'exchange a token for a session cookie', tags: ['auth'], body: Type.Object({ token: Type.String({ minLength: 16, maxLength: 256 }) }), response: Type.Object({ operator: Type.String() }) }),
+    {
+      // Guessing tokens is slow: a few attempts per minute and client address.
+      config: { rateLimit: { max: deps.loginRateLimit ?? 10, timeWindow: '1 minute', keyGenerator: (request: FastifyRequest) => `login:${request.ip}` } },
+      ...schema({ summary: 'exchange a token for a session cookie', tags: ['auth'], body: Type.Object({ token: Type.String({ minLength: 16, maxLength: 256 }) }), response: Type.Object({ operator: Type.String() }) }),
+    },
     async (request, reply) => {
       const { token } = request.body as { token: string };
       if (deps.auth.mode === 'lab' && !['127.0.0.1', '::1', '::ffff:127.0.0.1'].includes(request.socket.remoteAddress ?? '')) throw new AuthError(401, 'lab mode accepts loopback clients only');
@@ -260,7 +266,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     },
   );
 
-  app.post('/api/logout', schema({ summary: 'drop the session cookie', tags: ['auth'], response: Ok }), async (_request, reply) => {
+  app.post('/api/logout', schema({ summary: 'drop the session cookie (it stops working at once)', tags: ['auth'], response: Ok }), async (request, reply) => {
+    deps.auth.revokeCookie(request);
     reply.header('set-cookie', `${SESSION_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0`);
     return { ok: true };
   });

@@ -32,6 +32,8 @@ export interface Authenticator {
   login(token: string): string;
   /** A signed cookie value for an operator. */
   issueCookie(operator: string): string;
+  /** Logs out the request's cookie, if it carries one: it stops working here at once, not when it expires. */
+  revokeCookie(request: FastifyRequest): void;
   labToken: string | null;
 }
 
@@ -112,6 +114,10 @@ export function createAuthenticator(config: Config): Authenticator {
     const payload = Buffer.from(JSON.stringify({ operator, expires: Date.now() + COOKIE_LIFETIME_MS })).toString('base64url');
     return `${payload}.${sign(payload)}`;
   };
+  // Logged-out cookies until they would have expired anyway (this process's memory: one console
+  // replica, as the chart runs it; a restart also rotates nothing, so they stay refused only here).
+  const revoked = new Map<string, number>();
+  const revocationKey = (value: string) => createHash('sha256').update(value).digest('hex');
   const fromCookie = (value: string): string => {
     const [payload, signature, ...extra] = value.split('.');
     if (!payload || !signature || extra.length > 0) throw new AuthError(401, 'session cookie: malformed');
@@ -120,7 +126,22 @@ export function createAuthenticator(config: Config): Authenticator {
     if (expected.length !== given.length || !timingSafeEqual(expected, given)) throw new AuthError(401, 'session cookie: not valid (log in again)');
     const data = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as { operator: string; expires: number };
     if (data.expires < Date.now()) throw new AuthError(401, 'session cookie: expired (log in again)');
+    if (revoked.has(revocationKey(value))) throw new AuthError(401, 'session cookie: logged out (log in again)');
     return allowed(data.operator);
+  };
+  const revokeCookie = (request: FastifyRequest) => {
+    const value = cookieValue(request);
+    if (!value) return;
+    let expires: number;
+    try {
+      fromCookie(value);
+      expires = (JSON.parse(Buffer.from(value.split('.')[0] ?? '', 'base64url').toString('utf8')) as { expires: number }).expires;
+    } catch {
+      return; // Not a cookie of ours, or already unusable: nothing to revoke.
+    }
+    const now = Date.now();
+    for (const [key, until] of revoked) if (until < now) revoked.delete(key);
+    revoked.set(revocationKey(value), expires);
   };
 
   return {
@@ -128,6 +149,7 @@ export function createAuthenticator(config: Config): Authenticator {
     labToken,
     login,
     issueCookie,
+    revokeCookie,
     identify(request) {
       if (auth.mode === 'proxy') {
         const address = request.socket.remoteAddress ?? '';

@@ -536,6 +536,7 @@ describe('abuse: a slice of generated requests against the real stack (Temporal 
       agent: { mode: 'off', reason: 'abuse suite' },
       heartbeatMs: 60_000,
       mutationRateLimit: 1_000_000,
+      loginRateLimit: 1_000_000,
     });
     port = Number(new URL(await app.listen({ host: '127.0.0.1', port: 0 })).port);
     const created = await send(port, { method: 'POST', path: '/api/sessions', headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' }, body: JSON.stringify({ description: 'abuse suite: real stack' }) });

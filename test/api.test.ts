@@ -278,6 +278,32 @@ describe('cookie sessions and CSRF', () => {
     expect((await fetch(`${base}/api/me`, { headers: { cookie: jar } })).status).toBe(200);
     expect((await fetch(`${base}/api/me`, { headers: { cookie: 'breakglass_session=forged.signature' } })).status).toBe(401);
   });
+
+  it('when the operator logs out, then that cookie stops working at once (not 12 hours later), and a new login works', async () => {
+    const { base } = await serve({ mode: 'token', tokens: [{ operator: 'alice', sha256: sha(ALICE) }] });
+    const cookieOf = async () => (await fetch(`${base}/api/login`, json(null, { token: ALICE }))).headers.get('set-cookie')!.split(';')[0]!;
+    const jar = await cookieOf();
+    const me = (cookie: string) => fetch(`${base}/api/me`, { headers: { cookie } });
+    expect((await me(jar)).status).toBe(200);
+    const out = await fetch(`${base}/api/logout`, { method: 'POST', headers: { cookie: jar } });
+    expect(out.headers.get('set-cookie')).toMatch(/Max-Age=0/);
+    const after = await me(jar);
+    expect(after.status).toBe(401);
+    expect(((await after.json()) as { message: string }).message).toContain('logged out');
+    expect((await me(await cookieOf())).status).toBe(200);
+  });
+
+  it('when someone guesses tokens at the login, then after 10 attempts a minute from one address it is refused with 429', async () => {
+    const { base } = await serve({ mode: 'token', tokens: [{ operator: 'alice', sha256: sha(ALICE) }] });
+    const statuses: number[] = [];
+    for (let i = 0; i < 12; i++) statuses.push((await fetch(`${base}/api/login`, json(null, { token: `guess-${String(i).padStart(12, '0')}` }))).status);
+    expect(statuses.slice(0, 10)).toEqual(Array(10).fill(401));
+    expect(statuses.slice(10)).toEqual([429, 429]);
+    // Even the right token waits out the window: guessing gains nothing.
+    const right = await fetch(`${base}/api/login`, json(null, { token: ALICE }));
+    expect(right.status).toBe(429);
+    expect(((await right.json()) as { error: string }).error).toBe('rate_limited');
+  });
 });
 
 describe('logs', () => {

@@ -226,6 +226,7 @@ export async function serveFake(auth: Authenticator, overrides: Partial<AppDeps>
     // The fuzzer sends thousands of mutations from one operator; the limiter itself is tested
     // separately (a 429 is a fine answer, but it would hide what validation does).
     mutationRateLimit: 1_000_000,
+    loginRateLimit: 1_000_000,
     ...overrides,
   });
   const base = await app.listen({ host: '127.0.0.1', port: 0 });
