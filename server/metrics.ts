@@ -21,6 +21,9 @@ export interface Metrics {
   watchSessions(client: Client, namespace: string): void;
 }
 
+/** How long one look at the session counts serves scrapes. */
+const SESSION_COUNT_TTL_MS = 15_000;
+
 export function createMetrics(): Metrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'breakglass_process_' });
@@ -36,6 +39,9 @@ export function createMetrics(): Metrics {
   const tokens = new Counter({ name: 'breakglass_agent_tokens_total', help: 'Agent tokens by kind', labelNames: ['kind'], registers: [registry] });
   const cost = new Counter({ name: 'breakglass_agent_cost_usd_total', help: 'Estimated agent cost in USD (list prices)', registers: [registry] });
   let sessionSource: { client: Client; namespace: string } | null = null;
+  const counts = new Map<string, number>();
+  let countedAt = 0;
+  let counting: Promise<void> | null = null;
   new Gauge({
     name: 'breakglass_sessions',
     help: 'Breakglass sessions by outcome (Temporal visibility, within retention)',
@@ -43,22 +49,31 @@ export function createMetrics(): Metrics {
     registers: [registry],
     async collect() {
       if (!sessionSource) return;
-      const { client } = sessionSource;
-      await Promise.all(
-        OUTCOMES.map(async (outcome) => {
-          try {
-            // Sessions, not runs: an open one is running (its earlier runs were continued as new
-            // or replaced by a reset, and keep their old 'open'); a closed one is its last run.
-            const status = outcome === 'open' ? `ExecutionStatus = 'Running'` : `ExecutionStatus != 'ContinuedAsNew' AND ExecutionStatus != 'Terminated'`;
-            const { count } = await client.workflow.count(`WorkflowType = 'breakglassSession' AND ${status} AND BreakglassOutcome = '${outcome}'`);
-            this.set({ outcome }, count);
-          } catch {
-            // Temporal unreachable: keep the last value; /readyz reports the outage.
-          }
-        }),
-      );
+      // Five visibility queries per look: scrapes (and anyone hammering /metrics) share one look
+      // per SESSION_COUNT_TTL_MS, so the metric cannot be turned into load on Temporal.
+      if (Date.now() - countedAt >= SESSION_COUNT_TTL_MS) counting ??= countSessions(sessionSource.client).finally(() => (counting = null));
+      if (counting) await counting;
+      for (const [outcome, count] of counts) this.set({ outcome }, count);
     },
   });
+
+  /** Counts sessions by outcome; an outcome Temporal does not answer for keeps its last count. */
+  async function countSessions(client: Client): Promise<void> {
+    await Promise.all(
+      OUTCOMES.map(async (outcome) => {
+        try {
+          // Sessions, not runs: an open one is running (its earlier runs were continued as new
+          // or replaced by a reset, and keep their old 'open'); a closed one is its last run.
+          const status = outcome === 'open' ? `ExecutionStatus = 'Running'` : `ExecutionStatus != 'ContinuedAsNew' AND ExecutionStatus != 'Terminated'`;
+          const { count } = await client.workflow.count(`WorkflowType = 'breakglassSession' AND ${status} AND BreakglassOutcome = '${outcome}'`);
+          counts.set(outcome, count);
+        } catch {
+          // Temporal unreachable: keep the last value; /readyz reports the outage.
+        }
+      }),
+    );
+    countedAt = Date.now();
+  }
 
   return {
     registry,
