@@ -82,7 +82,9 @@ function line(entry: TranscriptEntry, devvmWaitOf: (key: string) => DevvmWait | 
     case 'resumed':
       return `resumed by ${entry.operator}`;
     case 'policy-changed':
-      return `${entry.operator} set policy: mutating verbs ${entry.policy.mutatingVerbs}, devvm commands ${entry.policy.devvmCommands}`;
+      return `${entry.operator} set policy: mutating verbs ${entry.policy.mutatingVerbs}, devvm commands ${entry.policy.devvmCommands}${entry.proposedBy ? ` (proposed by ${entry.proposedBy})` : ''}`;
+    case 'policy-proposed':
+      return `${entry.operator} proposed policy: mutating verbs ${entry.policy.mutatingVerbs}, devvm commands ${entry.policy.devvmCommands} (not in force until a second operator agrees)`;
     case 'lease':
       return entry.event === 'taken-over'
         ? `**${entry.operator}** (session ${entry.sessionId}) took the VM over to run ${entry.verb} — ${oneLine(entry.reason)}`
@@ -109,7 +111,7 @@ export function postmortem(id: string, state: SessionState, entries: TranscriptE
     const text = line(entry, (key) => waits.get(key));
     if (text) out.push(`- ${time(entry.at)} — ${text}`);
   }
-  const operators = entries.filter((e) => ['operator-message', 'approval', 'paused', 'resumed', 'policy-changed', 'cancel-requested'].includes(e.type) || (e.type === 'request' && e.item.requestedBy.kind === 'operator'));
+  const operators = entries.filter((e) => ['operator-message', 'approval', 'paused', 'resumed', 'policy-changed', 'policy-proposed', 'cancel-requested'].includes(e.type) || (e.type === 'request' && e.item.requestedBy.kind === 'operator'));
   out.push('', '## Operator actions', '');
   for (const entry of operators) out.push(`- ${time(entry.at)} — ${line(entry)}`);
   out.push('', '## Forensics', '');

@@ -12,7 +12,7 @@ import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readConversation } from '../lab/messages-api/scenarios.js';
 import type { Script } from '../lab/messages-api/server.js';
-import { approvalUpdate, endSessionSignal, operatorMessageUpdate, requestCommandUpdate, requestVerbUpdate, transcriptQuery } from '../workflows/messages.js';
+import { approvalUpdate, endSessionSignal, operatorMessageUpdate, requestCommandUpdate, requestVerbUpdate, setPolicyUpdate, transcriptQuery } from '../workflows/messages.js';
 import type { TranscriptEntry } from '../workflows/session-types.js';
 import { cliOk, entriesOf, eventually, invocationCount, mutatingVerbsRun, runTranscript, sleep } from './helpers/fault-tools.js';
 import { startSessionEnv, stateOf, uniqueQueue, waitForTranscript, type SessionEnv } from './helpers/session-env.js';
@@ -230,5 +230,41 @@ describe('approvals expire', () => {
     const again = await handle.executeUpdate(requestVerbUpdate, { args: [{ verb: 'status', reason: 'quick', operator: 'alice', requestKey: 'quick' }] });
     expect(again.approvalId).toBeNull();
     await handle.signal(endSessionSignal, { operator: 'alice' });
+  }, 60_000);
+});
+
+describe('two-person means two people for fewer eyes too', () => {
+  it('when one operator loosens a two-person policy, then it is only proposed (the cycle still waits for a second operator) until another operator sets the same; tightening needs one', async () => {
+    const queue = uniqueQueue('loosen');
+    await env.startWorker(queue);
+    const handle = await env.startSession(queue, { policy: { mutatingVerbs: 'two-person' }, agent: { enabled: false, reason: 'manual' } });
+    const loosen = (operator: string) => handle.executeUpdate(setPolicyUpdate, { args: [{ operator, policy: { mutatingVerbs: 'autonomous', devvmCommands: 'autonomous' } }] });
+
+    expect(await loosen('alice')).toMatchObject({ mutatingVerbs: 'two-person', devvmCommands: 'allowlist' });
+    // Alone, alice still cannot cycle: the request waits for a second operator.
+    const callsBefore = invocationCount(env.pve);
+    const asked = await handle.executeUpdate(requestVerbUpdate, { args: [{ verb: 'cycle', reason: 'alone after loosening', operator: 'alice', requestKey: 'alone' }] });
+    expect(asked.approvalId).not.toBeNull();
+    // Repeating it herself changes nothing and records nothing new.
+    expect(await loosen('alice')).toMatchObject({ mutatingVerbs: 'two-person' });
+    let entries = await waitForTranscript(handle, (all) => all.some((e) => e.type === 'approval-needed'));
+    expect(entriesOf(entries, 'policy-proposed')).toEqual([expect.objectContaining({ operator: 'alice', policy: expect.objectContaining({ mutatingVerbs: 'autonomous' }) })]);
+    expect(entriesOf(entries, 'policy-changed')).toEqual([]);
+    expect((await stateOf(handle)).policy.mutatingVerbs).toBe('two-person');
+
+    // Bob agrees to the same change: now it is in force, and the record says who proposed it.
+    expect(await loosen('bob')).toMatchObject({ mutatingVerbs: 'autonomous', devvmCommands: 'autonomous' });
+    // Tightening again takes one operator.
+    expect(await handle.executeUpdate(setPolicyUpdate, { args: [{ operator: 'alice', policy: { mutatingVerbs: 'two-person' } }] })).toMatchObject({ mutatingVerbs: 'two-person' });
+    entries = await waitForTranscript(handle, (all) => entriesOf(all, 'policy-changed').length === 2);
+    expect(entriesOf(entries, 'policy-changed')).toEqual([
+      expect.objectContaining({ operator: 'bob', proposedBy: 'alice', policy: expect.objectContaining({ mutatingVerbs: 'autonomous' }) }),
+      expect.objectContaining({ operator: 'alice', policy: expect.objectContaining({ mutatingVerbs: 'two-person' }) }),
+    ]);
+    expect(entriesOf(entries, 'policy-changed')[1]).not.toHaveProperty('proposedBy');
+    // The cycle asked for while it was only proposed never ran on its own.
+    expect(mutatingVerbsRun(env.pve, callsBefore)).toEqual([]);
+    await handle.signal(endSessionSignal, { operator: 'alice', reason: 'done' });
+    await handle.result();
   }, 60_000);
 });

@@ -58,3 +58,17 @@ export function approvalRule(item: WorkItem, policy: SessionPolicy): ApprovalRul
         : { required: 1, why: `policy "two-person": a second operator must approve this ${item.verb}` };
   }
 }
+
+const STRICTNESS: Record<SessionPolicy['mutatingVerbs'], number> = { autonomous: 0, approve: 1, 'two-person': 2 };
+
+/** Whether `next` lets anything happen with fewer eyes than `current` does. */
+export function loosens(current: SessionPolicy, next: SessionPolicy): boolean {
+  return (
+    STRICTNESS[next.mutatingVerbs] < STRICTNESS[current.mutatingVerbs] ||
+    (current.devvmCommands === 'allowlist' && next.devvmCommands === 'autonomous') ||
+    next.toolCallsPerMessage > current.toolCallsPerMessage
+  );
+}
+
+export const samePolicy = (a: SessionPolicy, b: SessionPolicy) =>
+  a.mutatingVerbs === b.mutatingVerbs && a.devvmCommands === b.devvmCommands && a.toolCallsPerMessage === b.toolCallsPerMessage;

@@ -23,6 +23,7 @@ import {
   type RequestAccepted,
   type VerbRequestInput,
 } from './messages.js';
+import { loosens, samePolicy } from './policy.js';
 import { PVE_VERBS, isMutatingVerb } from './pve-types.js';
 import { describeItem, operatorName, reasonText, validateRequestKey } from './session-rules.js';
 import type { SessionScope } from './session-scope.js';
@@ -189,8 +190,27 @@ export function registerMessageHandlers(s: SessionScope): void {
   setHandler(
     setPolicyUpdate,
     (change) => {
-      s.policy = { ...s.policy, ...change.policy };
-      s.record({ type: 'policy-changed', operator: operatorName(change.operator), policy: s.policy });
+      const operator = operatorName(change.operator);
+      const next = { ...s.policy, ...change.policy };
+      let proposedBy: string | undefined;
+      // Under two-person, fewer eyes takes two people too: one proposes, another (same change) agrees.
+      if (s.policy.mutatingVerbs === 'two-person' && loosens(s.policy, next) && patched('two-person-loosening')) {
+        const proposal = s.policyProposal;
+        const agreed = proposal !== null && samePolicy(proposal.policy, next);
+        if (!agreed || proposal.operator === operator) {
+          // A repeat by the proposer changes nothing; a new or different proposal is recorded.
+          if (!agreed) {
+            s.policyProposal = { operator, policy: next };
+            s.record({ type: 'policy-proposed', operator, policy: next });
+            s.refreshDetails();
+          }
+          return s.policy;
+        }
+        proposedBy = proposal.operator;
+      }
+      s.policyProposal = null;
+      s.policy = next;
+      s.record({ type: 'policy-changed', operator, policy: s.policy, ...(proposedBy ? { proposedBy } : {}) });
       s.refreshDetails();
       return s.policy;
     },

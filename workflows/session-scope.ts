@@ -31,6 +31,7 @@ export interface SessionScope {
   devvmReachable: boolean | null;
   running: { item: WorkItem; since: number } | null;
   leaseTaken: boolean;
+  policyProposal: { operator: string; policy: SessionPolicy } | null;
   readonly usedKeys: Set<string>;
   /** Operator messages by update id, so a retry in a later run is answered, not recorded twice. */
   readonly messageUpdates: Map<string, number>;

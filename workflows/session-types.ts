@@ -100,7 +100,8 @@ export type TranscriptEntry = EntryBase &
     | { type: 'command-failed'; key: string; command: string; kind: string; message: string }
     | { type: 'paused'; operator: string; reason: string }
     | { type: 'resumed'; operator: string }
-    | { type: 'policy-changed'; operator: string; policy: SessionPolicy }
+    | { type: 'policy-changed'; operator: string; policy: SessionPolicy; proposedBy?: string }
+    | { type: 'policy-proposed'; operator: string; policy: SessionPolicy }
     | { type: 'session-ended'; outcome: Outcome; operator: string; reason: string }
     | { type: 'cancel-requested'; operator: string; reason: string }
     /** toolCalls[].key: the work-item key the call's result carries (absent in older histories: toolKey(id)). */
@@ -142,6 +143,8 @@ export interface CarriedState {
   costUsd: number;
   /** This session has taken the VM's mutation lease (it releases it when it ends). */
   leaseTaken?: boolean;
+  /** A loosening of a two-person policy, waiting for a second operator. */
+  policyProposal?: { operator: string; policy: SessionPolicy } | null;
   /** Who asked to cancel (the console signals it just before cancelling): a run boundary in between must not lose the name. */
   cancelledBy?: { operator: string; reason: string } | null;
   /** Operator messages' update ids and their seq (see workflows/session-handlers.ts). */

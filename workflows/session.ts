@@ -91,6 +91,7 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
   const startedAt = carried?.startedAt ?? Date.now();
   let running: { item: WorkItem; since: number } | null = null;
   let leaseTaken = carried?.leaseTaken ?? false;
+  let policyProposal = carried?.policyProposal ?? null;
   let endRequested: { operator: string; reason: string } | null = null;
   let cancelledBy: { operator: string; reason: string } | null = carried?.cancelledBy ?? null;
   let outcome: Outcome | null = null;
@@ -343,6 +344,12 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
     set running(value) {
       running = value;
     },
+    get policyProposal() {
+      return policyProposal;
+    },
+    set policyProposal(value) {
+      policyProposal = value;
+    },
     get leaseTaken() {
       return leaseTaken;
     },
@@ -395,6 +402,7 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
     costUsd,
     leaseTaken,
     ...(cancelledBy ? { cancelledBy } : {}),
+    ...(policyProposal ? { policyProposal } : {}),
     ...(messageUpdates.size > 0 ? { messageUpdates: [...messageUpdates] } : {}),
   });
 

@@ -401,6 +401,9 @@ export function buildConversation(entries: readonly AgentTranscriptEntry[], opti
           `[policy changed by ${entry.operator}: mutating verbs ${entry.policy.mutatingVerbs}, devvm commands ${entry.policy.devvmCommands}, ${entry.policy.toolCallsPerMessage} tool calls per operator message]`,
         );
         break;
+      case 'policy-proposed':
+        note(`[operator ${entry.operator} proposed a looser policy; it is not in force until a second operator agrees]`);
+        break;
       case 'lease':
         note(
           entry.event === 'taken-over'

@@ -124,7 +124,8 @@ export type AgentTranscriptEntry = Seq &
     | { type: 'command-failed'; key: string; command: string; kind: string; message: string }
     | { type: 'paused'; operator: string; reason: string }
     | { type: 'resumed'; operator: string }
-    | { type: 'policy-changed'; operator: string; policy: { mutatingVerbs: string; devvmCommands: string; toolCallsPerMessage: number } }
+    | { type: 'policy-changed'; operator: string; policy: { mutatingVerbs: string; devvmCommands: string; toolCallsPerMessage: number }; proposedBy?: string }
+    | { type: 'policy-proposed'; operator: string; policy: { mutatingVerbs: string; devvmCommands: string; toolCallsPerMessage: number } }
     | { type: 'session-ended'; outcome: string; operator: string; reason: string }
     | { type: 'agent-error'; kind: string; message: string }
     | { type: 'agent-disabled'; reason: string }

@@ -67,6 +67,8 @@ export function summarizeEntry(entry: Entry, agentMode: AgentMode | undefined): 
       return `Resumed by ${entry.operator}`;
     case 'policy-changed':
       return `Policy changed by ${entry.operator}`;
+    case 'policy-proposed':
+      return `${entry.operator} proposes a looser policy: a second operator must agree`;
     case 'session-ended':
       return `Session ended: ${entry.outcome}`;
     case 'cancel-requested':
