@@ -15,9 +15,10 @@ import { PVE_VERBS } from '../workflows/pve-types.js';
 import { MAX_COMMAND_LENGTH, MAX_COMMAND_TIMEOUT_SECONDS, MAX_MESSAGE_LENGTH, MAX_REASON_LENGTH } from '../workflows/messages.js';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Registry } from 'prom-client';
-import { AuthError, SESSION_COOKIE, type Authenticator } from './auth.js';
+import { AuthError, SESSION_COOKIE, isLoopbackHost, type Authenticator } from './auth.js';
 import type { LiveBus, LiveChunk } from './live-bus.js';
 import type { SessionEvents, SessionEvent } from './events.js';
+import { duplicateKey } from './json-body.js';
 import { postmortem } from './report.js';
 import type { Sessions } from './sessions.js';
 
@@ -122,6 +123,17 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   });
   await app.register(fastifyRateLimit, { global: false });
 
+  // Fastify's own JSON parser (prototype poisoning refused), plus: no key given twice.
+  const defaultJson = app.getDefaultJsonParser('error', 'error');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+    defaultJson(request, body as string, (error, parsed) => {
+      if (error) return done(error, undefined);
+      const repeated = duplicateKey(body as string);
+      if (repeated !== null) return done(new HttpError(400, 'bad_request', `body: the key "${repeated}" is given twice`), undefined);
+      done(null, parsed);
+    });
+  });
+
   app.decorateRequest('operator', '');
 
   app.addHook('onSend', async (_request, reply, payload) => {
@@ -222,7 +234,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     },
   );
 
-  app.get('/api/docs', { schema: { hide: true } }, async () => app.swagger());
+  // What the API offers is for those who may use it.
+  app.get('/api/docs', { preHandler: authenticated, schema: { hide: true } }, async () => app.swagger());
 
   if (deps.metrics) {
     const registry = deps.metrics;
@@ -260,7 +273,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       const { token } = request.body as { token: string };
       if (deps.auth.mode === 'lab' && !['127.0.0.1', '::1', '::ffff:127.0.0.1'].includes(request.socket.remoteAddress ?? '')) throw new AuthError(401, 'lab mode accepts loopback clients only');
       const operator = deps.auth.login(token);
-      const secure = request.protocol === 'https' ? '; Secure' : '';
+      // Secure unless the console is reached on loopback (the lab): behind a TLS-terminating proxy
+      // the request itself is plain HTTP, and the cookie must still never travel unencrypted.
+      const secure = request.protocol === 'https' || !isLoopbackHost(request.hostname) ? '; Secure' : '';
       reply.header('set-cookie', `${SESSION_COOKIE}=${deps.auth.issueCookie(operator)}; HttpOnly; SameSite=Strict; Path=/${secure}; Max-Age=43200`);
       return { operator };
     },

@@ -171,3 +171,12 @@ export function createAuthenticator(config: Config): Authenticator {
     },
   };
 }
+
+/** Whether the console was reached by a loopback name or address (the lab), from the Host header. */
+export function isLoopbackHost(hostname: string): boolean {
+  // "[::1]:8080", "[::1]", "127.0.0.1:8080", "localhost": the name or address without a port.
+  const bracketed = /^\[([^\]]+)\]/.exec(hostname);
+  const host = bracketed ? (bracketed[1] as string) : hostname.split(':').length === 2 ? (hostname.split(':')[0] as string) : hostname;
+  if (host === 'localhost' || host.endsWith('.localhost')) return true;
+  return isIP(host) !== 0 && (inCidr(host, '127.0.0.0/8') || inCidr(host, '::1/128'));
+}

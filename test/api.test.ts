@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { request as httpRequest } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from '../server/app.js';
@@ -121,8 +122,19 @@ describe('HTTP API with token auth', () => {
     const bad = await post(ALICE, `/api/sessions/${id}/verbs`, { verb: 'status', reason: 'x' }, 'no spaces allowed');
     expect(bad.status).toBe(400);
     expect(((await bad.json()) as { message: string }).message).toMatch(/idempotency-key/);
-    const docs = (await (await fetch(`${base}/api/docs`)).json()) as { paths: Record<string, Record<string, { parameters?: { name: string; in: string }[] }>> };
+    const docs = (await (await fetch(`${base}/api/docs`, { headers: { authorization: `Bearer ${ALICE}` } })).json()) as { paths: Record<string, Record<string, { parameters?: { name: string; in: string }[] }>> };
     expect(docs.paths['/api/sessions/{id}/verbs']?.post?.parameters?.some((p) => p.name === 'idempotency-key' && p.in === 'header')).toBe(true);
+  });
+
+  it('when a body gives a key twice (the last would win), then 400 names it and nothing is requested', async () => {
+    const { id } = (await (await fetch(`${base}/api/sessions`, json(ALICE, { description: 'duplicate keys' }))).json()) as { id: string };
+    for (const body of ['{"verb":"status","verb":"cycle","reason":"x"}', '{"verb":"status","reason":"x","\\u0076erb":"cycle"}']) {
+      const response = await fetch(`${base}/api/sessions/${id}/verbs`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${ALICE}` }, body });
+      expect(response.status, body).toBe(400);
+      expect(((await response.json()) as { message: string }).message).toBe('body: the key "verb" is given twice');
+    }
+    expect((await entries(base, id)).filter((e) => e.type === 'request')).toEqual([]);
+    await fetch(`${base}/api/sessions/${id}/end`, json(ALICE, {}));
   });
 
   it('when a body is bad, then 400 names the field', async () => {
@@ -250,8 +262,9 @@ describe('HTTP API with token auth', () => {
     expect(closed.find((e) => e.type === 'session-ended')).toMatchObject({ outcome: 'cancelled', operator: 'bob' });
   });
 
-  it('when the OpenAPI document is fetched, then it lists the routes', async () => {
-    const docs = (await (await fetch(`${base}/api/docs`)).json()) as { openapi: string; paths: Record<string, unknown> };
+  it('when the OpenAPI document is fetched, then it needs a login and lists the routes', async () => {
+    expect((await fetch(`${base}/api/docs`)).status).toBe(401);
+    const docs = (await (await fetch(`${base}/api/docs`, { headers: { authorization: `Bearer ${ALICE}` } })).json()) as { openapi: string; paths: Record<string, unknown> };
     expect(docs.openapi).toMatch(/^3\./);
     expect(Object.keys(docs.paths)).toEqual(expect.arrayContaining(['/api/sessions', '/api/sessions/{id}/verbs', '/api/sessions/{id}/events', '/api/sessions/{id}/approvals/{approvalId}']));
   });
@@ -264,6 +277,15 @@ describe('cookie sessions and CSRF', () => {
     expect(login.status).toBe(200);
     const cookie = login.headers.get('set-cookie')!;
     expect(cookie).toMatch(/HttpOnly; SameSite=Strict/);
+    // On loopback (the lab) plain HTTP works; reached by any other name, the cookie is Secure
+    // even when TLS ends at a proxy in front.
+    expect(cookie).not.toMatch(/Secure/);
+    const remote = await new Promise<string>((resolve, reject) => {
+      const request = httpRequest(`${base}/api/login`, { method: 'POST', headers: { host: 'breakglass.example.com', 'content-type': 'application/json' } }, (response) => resolve(String(response.headers['set-cookie'])));
+      request.on('error', reject);
+      request.end(JSON.stringify({ token: ALICE }));
+    });
+    expect(remote).toMatch(/; Secure/);
     const jar = cookie.split(';')[0]!;
     const origin = base;
     const post = (headers: Record<string, string>) =>
