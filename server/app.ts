@@ -41,6 +41,8 @@ export interface AppDeps {
   logger?: boolean | object;
   /** Requests per minute per operator on mutating routes. */
   mutationRateLimit?: number;
+  /** Bearer token a metrics scraper presents for /metrics (config metrics.tokenFile). */
+  metricsToken?: string | null;
   /** Login attempts per minute and client address (default 10). */
   loginRateLimit?: number;
   heartbeatMs?: number;
@@ -239,7 +241,15 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   if (deps.metrics) {
     const registry = deps.metrics;
-    app.get('/metrics', { schema: { hide: true } }, async (_request, reply) => reply.type(registry.contentType).send(await registry.metrics()));
+    // Who runs what, how often it fails, how much the agent costs: for a scraper holding the
+    // metrics token, or a logged-in operator — not for anyone who can reach the port.
+    const scraper = deps.metricsToken ? createHash('sha256').update(deps.metricsToken).digest() : null;
+    const scraperOrOperator = async (request: FastifyRequest) => {
+      const given = /^Bearer (.+)$/.exec(request.headers.authorization ?? '')?.[1];
+      if (scraper && given !== undefined && timingSafeEqual(createHash('sha256').update(given).digest(), scraper)) return;
+      await authenticated(request);
+    };
+    app.get('/metrics', { preHandler: scraperOrOperator, schema: { hide: true } }, async (_request, reply) => reply.type(registry.contentType).send(await registry.metrics()));
   }
 
   if (deps.livePush) {

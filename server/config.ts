@@ -82,7 +82,7 @@ export interface Config {
   /** Separate worker process: live output (token deltas, command output) is pushed to the server. */
   live: { pushUrl: string | null; token: string | null };
   /** A worker-only process serves /healthz, /readyz and /metrics on this port. */
-  metrics: { port: number; sdkPrometheusAddress: string | null };
+  metrics: { port: number; sdkPrometheusAddress: string | null; /** A scraper's bearer token for the console's /metrics (else an operator's login). */ token: string | null };
 }
 
 type Json = Record<string, unknown>;
@@ -348,6 +348,7 @@ function parseConfig(options: LoadOptions): Config {
     metrics: {
       port: int('metrics.port', at(raw, 'metrics.port'), 9464, 0, 65535),
       sdkPrometheusAddress: optStr('metrics.sdkPrometheusAddress', at(raw, 'metrics.sdkPrometheusAddress')),
+      token: secretFile('metrics.tokenFile', at(raw, 'metrics.tokenFile')),
     },
   };
 }

@@ -202,6 +202,7 @@ export async function startBreakglass(config: Config, options: StartOptions = {}
       logger: options.logger ?? false,
       readiness,
       metrics: metrics.registry,
+      metricsToken: config.metrics.token,
       ...(config.live.token ? { livePush: { token: config.live.token, bus: live } } : {}),
     });
     url = await app.listen({ host: config.listen.host, port: config.listen.port });

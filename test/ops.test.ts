@@ -82,7 +82,10 @@ afterAll(async () => {
 describe('the composed product', () => {
   it('when a session cycles the VM, then the webhook hears start, verb and end, and /metrics counts them', async () => {
     hooks = [];
-    const config = await configFor({ notifications: { webhookUrl: hookUrl, format: 'ntfy' } }, ['server', 'worker']);
+    const scraperToken = 'scraper-token-0123456789abcdef';
+    const scraperFile = join(env.dir, 'metrics-token');
+    await writeFile(scraperFile, `${scraperToken}\n`);
+    const config = await configFor({ notifications: { webhookUrl: hookUrl, format: 'ntfy' }, metrics: { tokenFile: scraperFile } }, ['server', 'worker']);
     const product = await startBreakglass(config);
     running.push(product);
     const base = product.url!;
@@ -101,7 +104,11 @@ describe('the composed product', () => {
     expect(titles.some((title) => title.startsWith('cycle succeeded'))).toBe(true);
     expect(hooks.every((hook) => hook.body.topic === 'breakglass-alerts')).toBe(true);
 
-    const metrics = await (await fetch(`${base}/metrics`)).text();
+    // Not for anyone who reaches the port: the scraper's token or an operator's login.
+    expect((await fetch(`${base}/metrics`)).status).toBe(401);
+    expect((await fetch(`${base}/metrics`, { headers: { authorization: 'Bearer not-the-scraper-token-000' } })).status).toBe(401);
+    expect((await fetch(`${base}/metrics`, { headers: { authorization: `Bearer ${TOKEN}` } })).status).toBe(200);
+    const metrics = await (await fetch(`${base}/metrics`, { headers: { authorization: `Bearer ${scraperToken}` } })).text();
     expect(metrics).toMatch(/breakglass_verbs_total\{verb="cycle",outcome="succeeded"\} 1/);
     expect(metrics).toMatch(/breakglass_verbs_total\{verb="forensics",outcome="succeeded"\} 1/);
     expect(metrics).toMatch(/breakglass_verb_duration_seconds_count\{verb="cycle"\} 1/);

@@ -345,7 +345,8 @@ describe('finding sessions from the CLI', () => {
 
     const described = await cliOk(env, 'temporal', ['workflow', 'describe', '--workflow-id', id]);
     expect(described).toMatch(/StaticSummary\s+"Breakglass: devvm \(VM 102\) — carol"/);
-    expect(described).toMatch(/StaticDetails\s+".*Problem reported by carol.*devvm wedged: writes stalled"/);
+    // The description as text in a fenced block: the Web UI renders no link or markup from it.
+    expect(described).toMatch(/StaticDetails\s+".*Problem reported by carol:.*```text\\ndevvm wedged: writes stalled\\n```"/);
     expect(described).toContain('BreakglassOperator');
     const metadata = await cliOk(env, 'temporal', ['workflow', 'metadata', '--workflow-id', id]);
     expect(metadata).toMatch(/Current Details:[\s\S]*\*\*VM 102\*\* \(devvm\): running/);
@@ -445,7 +446,8 @@ describe('continue-as-new under a low server threshold', () => {
     // Fill this run close to the threshold while paused, then let two cycles go: the first one
     // carries the history over the threshold, so the second is requested before the boundary and
     // runs after it, in the next run.
-    await latest().executeUpdate(setPolicyUpdate, { args: [{ operator: 'bob', policy: { mutatingVerbs: 'autonomous' } }] });
+    // Loosening two-person takes two people: alice proposes, bob agrees.
+    for (const operator of ['alice', 'bob']) await latest().executeUpdate(setPolicyUpdate, { args: [{ operator, policy: { mutatingVerbs: 'autonomous' } }] });
     const approved = await latest().executeUpdate(approvalUpdate, { args: [{ approvalId: pending.approvalId!, decision: 'approve', operator: 'bob' }] });
     expect(approved.executed).toBe(true);
     const second = await latest().executeUpdate(requestVerbUpdate, { args: [{ verb: 'cycle', reason: 'right at the boundary', operator: 'alice' }] });
