@@ -16,6 +16,7 @@ beforeAll(async () => {
   await writeFile(join(dir, 'anthropic'), 'sk-ant-from-file\n');
   await writeFile(join(dir, 'webhook'), 'https://hooks.example.com/T000/B000/xyz\n');
   await writeFile(join(dir, 'live-token'), 'live-token-0123456789\n');
+  await writeFile(join(dir, 'metrics-token'), 'metrics-token-0123456789\n');
 });
 
 describe('configuration', () => {
@@ -47,7 +48,7 @@ describe('configuration', () => {
         notifications: { webhookUrlFile: join(dir, 'webhook'), format: 'slack' },
         roles: ['worker'],
         live: { pushUrl: 'http://breakglass:8080', tokenFile: join(dir, 'live-token') },
-        metrics: { port: 9500, sdkPrometheusAddress: '0.0.0.0:9501' },
+        metrics: { port: 9500, sdkPrometheusAddress: '0.0.0.0:9501', tokenFile: join(dir, 'metrics-token') },
       },
     });
     expect(config.listen).toEqual({ host: '0.0.0.0', port: 9000 });
@@ -69,7 +70,7 @@ describe('configuration', () => {
     expect(config.notifications).toEqual({ webhookUrl: 'https://hooks.example.com/T000/B000/xyz', format: 'slack' });
     expect(config.roles).toEqual({ server: false, worker: true });
     expect(config.live).toEqual({ pushUrl: 'http://breakglass:8080', token: 'live-token-0123456789' });
-    expect(config.metrics).toEqual({ port: 9500, sdkPrometheusAddress: '0.0.0.0:9501' });
+    expect(config.metrics).toEqual({ port: 9500, sdkPrometheusAddress: '0.0.0.0:9501', token: 'metrics-token-0123456789' });
   });
 
   it('when nothing is set but the hosts, then the documented defaults apply', () => {
