@@ -114,11 +114,12 @@ export function createAuthenticator(config: Config): Authenticator {
     const payload = Buffer.from(JSON.stringify({ operator, expires: Date.now() + COOKIE_LIFETIME_MS })).toString('base64url');
     return `${payload}.${sign(payload)}`;
   };
-  // Logged-out cookies until they would have expired anyway (this process's memory: one console
-  // replica, as the chart runs it; a restart also rotates nothing, so they stay refused only here).
+  // Logged-out cookies, until they would have expired anyway (this process's memory: one console
+  // replica, as the chart runs it).
   const revoked = new Map<string, number>();
   const revocationKey = (value: string) => createHash('sha256').update(value).digest('hex');
-  const fromCookie = (value: string): string => {
+  /** The signed contents of one of our cookies, checked for signature and expiry. */
+  const readCookie = (value: string): { operator: string; expires: number } => {
     const [payload, signature, ...extra] = value.split('.');
     if (!payload || !signature || extra.length > 0) throw new AuthError(401, 'session cookie: malformed');
     const expected = Buffer.from(sign(payload));
@@ -126,6 +127,10 @@ export function createAuthenticator(config: Config): Authenticator {
     if (expected.length !== given.length || !timingSafeEqual(expected, given)) throw new AuthError(401, 'session cookie: not valid (log in again)');
     const data = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as { operator: string; expires: number };
     if (data.expires < Date.now()) throw new AuthError(401, 'session cookie: expired (log in again)');
+    return data;
+  };
+  const fromCookie = (value: string): string => {
+    const data = readCookie(value);
     if (revoked.has(revocationKey(value))) throw new AuthError(401, 'session cookie: logged out (log in again)');
     return allowed(data.operator);
   };
@@ -134,8 +139,7 @@ export function createAuthenticator(config: Config): Authenticator {
     if (!value) return;
     let expires: number;
     try {
-      fromCookie(value);
-      expires = (JSON.parse(Buffer.from(value.split('.')[0] ?? '', 'base64url').toString('utf8')) as { expires: number }).expires;
+      expires = readCookie(value).expires;
     } catch {
       return; // Not a cookie of ours, or already unusable: nothing to revoke.
     }

@@ -13,7 +13,9 @@ describe('ordering assertions', () => {
 
   it('when forensics is missing from the transcript, then "forensics before the verb" fails, naming it', () => {
     const withoutForensics = transcript.filter((type) => type !== 'forensics');
-    // What a bare indexOf comparison would have let through:
+    // What a bare indexOf comparison would have let through: forensics is absent (-1), and yet
+    // "-1 < index of the verb" holds. This line is the negative control, not an ordering check.
+    expect(withoutForensics.indexOf('forensics')).toBe(-1);
     expect(withoutForensics.indexOf('forensics') < withoutForensics.indexOf('verb-result')).toBe(true);
     expect(() => expectInOrder(withoutForensics, 'forensics', 'verb-result')).toThrow(/forensics is missing/);
     expect(() => expectOrdered({ forensics: -1, 'verb-result': 3 })).toThrow(/forensics is missing/);

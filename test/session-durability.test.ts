@@ -23,35 +23,29 @@ import {
   onHostLogLine,
   re,
   sleep,
-  spawnWorkerProcess,
+  startFaultEnv,
   startedCalls,
-  writeBundleFile,
   eventually,
+  type FaultEnv,
   type LogMatch,
   type WorkerProcess,
 } from './helpers/fault-tools.js';
-import { startSessionEnv, stateOf, transcriptOf, uniqueQueue, waitForTranscript, type SessionEnv } from './helpers/session-env.js';
+import { stateOf, transcriptOf, uniqueQueue, waitForTranscript, type SessionEnv } from './helpers/session-env.js';
 import { expectInOrder } from './helpers/order.js';
 
+let fault: FaultEnv;
 let env: SessionEnv;
-let bundlePath: string;
-const workers: WorkerProcess[] = [];
 
 beforeAll(async () => {
-  env = await startSessionEnv();
-  bundlePath = await writeBundleFile(env.dir);
+  fault = await startFaultEnv();
+  env = fault.env;
 }, 120_000);
 
 afterAll(async () => {
-  for (const worker of workers) await worker.stop();
-  await env?.teardown();
+  await fault?.teardown();
 });
 
-async function workerFor(queue: string): Promise<WorkerProcess> {
-  const worker = await spawnWorkerProcess(env, queue, bundlePath);
-  workers.push(worker);
-  return worker;
-}
+const workerFor = (queue: string): Promise<WorkerProcess> => fault.workerFor(queue);
 
 interface KillContext {
   env: SessionEnv;

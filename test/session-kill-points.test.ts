@@ -21,11 +21,10 @@ import {
   onHostLogLine,
   re,
   runTranscript,
-  spawnWorkerProcess,
-  writeBundleFile,
-  type WorkerProcess,
+  startFaultEnv,
+  type FaultEnv,
 } from './helpers/fault-tools.js';
-import { startSessionEnv, uniqueQueue, waitForTranscript, type SessionEnv } from './helpers/session-env.js';
+import { uniqueQueue, waitForTranscript, type SessionEnv } from './helpers/session-env.js';
 
 
 /** Host log lines that say a host request really started running (once per real execution). */
@@ -65,23 +64,17 @@ async function pendingActivityStarted(env: SessionEnv, workflowId: string, type:
 }
 
 describe('kill points around a manual cycle', () => {
+  let fault: FaultEnv;
   let env: SessionEnv;
-  let bundlePath: string;
-  const workers: WorkerProcess[] = [];
-  const workerFor = async (queue: string) => {
-    const worker = await spawnWorkerProcess(env, queue, bundlePath);
-    workers.push(worker);
-    return worker;
-  };
+  const workerFor = (queue: string) => fault.workerFor(queue);
 
   beforeAll(async () => {
-    env = await startSessionEnv();
-    bundlePath = await writeBundleFile(env.dir);
+    fault = await startFaultEnv();
+    env = fault.env;
   }, 120_000);
 
   afterAll(async () => {
-    for (const worker of workers) await worker.stop();
-    await env?.teardown();
+    await fault?.teardown();
   });
 
   it('when the worker gets SIGTERM (a rolling deploy) during qm stop, then it finishes the verb within its grace time and exits cleanly; the next worker carries on, and the host cycled once', async () => {
@@ -181,14 +174,9 @@ describe('kill points around a manual cycle', () => {
 });
 
 describe('kill points in an agent turn and at a continue-as-new boundary', () => {
+  let fault: FaultEnv;
   let env: SessionEnv;
-  let bundlePath: string;
-  const workers: WorkerProcess[] = [];
-  const workerFor = async (queue: string) => {
-    const worker = await spawnWorkerProcess(env, queue, bundlePath);
-    workers.push(worker);
-    return worker;
-  };
+  const workerFor = (queue: string) => fault.workerFor(queue);
   /** Called on each model request: the agent test kills the worker from here. */
   let onModelCall: (() => void) | null = null;
   let modelCalls = 0;
@@ -212,13 +200,12 @@ describe('kill points in an agent turn and at a continue-as-new boundary', () =>
 
   beforeAll(async () => {
     // A low continue-as-new threshold (server-wide) for the boundary test; the agent for the other.
-    env = await startSessionEnv({ agentScript: oneCycle, dynamicConfig: { 'limit.historyCount.suggestContinueAsNew': 60 } });
-    bundlePath = await writeBundleFile(env.dir);
+    fault = await startFaultEnv({ agentScript: oneCycle, dynamicConfig: { 'limit.historyCount.suggestContinueAsNew': 60 } });
+    env = fault.env;
   }, 120_000);
 
   afterAll(async () => {
-    for (const worker of workers) await worker.stop();
-    await env?.teardown();
+    await fault?.teardown();
   });
 
   it('when the worker is SIGKILLed while an agent turn waits for the model, then the turn is asked again and its cycle (keyed t-1-0) reaches the host once', async () => {

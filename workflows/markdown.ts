@@ -19,18 +19,19 @@ export function mdText(text: string): string {
     .replace(/\b(www)\./gi, '$1\\.');
 }
 
+/** A backtick fence longer than any backtick run in the text (and at least `min` long). */
+const fenceFor = (text: string, min: number) => '`'.repeat(Math.max(min, ...(text.match(/`+/g) ?? []).map((run) => run.length + 1)));
+
 /** A code span that holds any text: its fence is longer than any backtick run inside. */
 export function mdCode(text: string): string {
   const line = collapse(text);
-  const longest = Math.max(0, ...(line.match(/`+/g) ?? []).map((run) => run.length));
-  const fence = '`'.repeat(longest + 1);
+  const fence = fenceFor(line, 1);
   const pad = line.startsWith('`') || line.endsWith('`') ? ' ' : '';
   return `${fence}${pad}${line}${pad}${fence}`;
 }
 
 /** A fenced block for multi-line text: nothing inside is Markdown, however it is written. */
 export function mdBlock(text: string): string {
-  const longest = Math.max(2, ...(text.match(/`+/g) ?? []).map((run) => run.length));
-  const fence = '`'.repeat(longest + 1);
+  const fence = fenceFor(text, 3);
   return `${fence}text\n${text.replace(/\r\n?/g, '\n')}\n${fence}`;
 }

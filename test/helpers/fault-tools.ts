@@ -12,7 +12,7 @@ import { REPO_ROOT, type PveHost } from '../../lab/pve-host.js';
 import { toolPath } from '../../lab/temporal-dev.js';
 import { transcriptQuery } from '../../workflows/messages.js';
 import type { TranscriptEntry } from '../../workflows/session-types.js';
-import { workflowBundle, type SessionEnv } from './session-env.js';
+import { startSessionEnv, workflowBundle, type SessionEnv, type SessionEnvOptions } from './session-env.js';
 
 export const WORKER_SCRIPT = join(REPO_ROOT, 'test/helpers/fault-worker-process.ts');
 
@@ -79,6 +79,31 @@ export async function spawnWorkerProcess(env: SessionEnv, taskQueue: string, bun
       await Promise.race([exited, new Promise((r) => setTimeout(r, 5_000))]);
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
       await exited;
+    },
+  };
+}
+
+/** A session env whose workers run as their own (killable) processes, all stopped at teardown. */
+export interface FaultEnv {
+  env: SessionEnv;
+  workerFor(taskQueue: string): Promise<WorkerProcess>;
+  teardown(): Promise<void>;
+}
+
+export async function startFaultEnv(options: SessionEnvOptions = {}): Promise<FaultEnv> {
+  const env = await startSessionEnv(options);
+  const bundlePath = await writeBundleFile(env.dir);
+  const workers: WorkerProcess[] = [];
+  return {
+    env,
+    workerFor: async (taskQueue) => {
+      const worker = await spawnWorkerProcess(env, taskQueue, bundlePath);
+      workers.push(worker);
+      return worker;
+    },
+    teardown: async () => {
+      for (const worker of workers) await worker.stop();
+      await env.teardown();
     },
   };
 }
