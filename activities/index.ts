@@ -22,6 +22,7 @@ import { pveForensics, pveMutation, pveStatus } from './pve/verbs.js';
 import { runSshCommand, type SshTarget } from './ssh/connection.js';
 import { isSshError } from './ssh/errors.js';
 import { acquireTargetLease, sessionIsOpen, settleTargetLease } from './lease.js';
+import { checkOperatorAttestation, temporalCaller, type AttestationCheck, type CallerLookup } from './caller.js';
 import type { LeaseAnswer, LeaseHolder, LeaseRequest } from '../workflows/target-lease.js';
 import type { DevvmCommandRecord } from '../workflows/session-types.js';
 import type { ForensicsResult, MutatingVerb, MutationResult, StatusResult } from '../workflows/pve-types.js';
@@ -45,6 +46,8 @@ export interface ActivityDeps {
   agent?: AgentDeps;
   notifier?: NotifierConfig;
   observer?: ActivityObserver;
+  /** The key the console signs operator messages with (server/attestation.ts). */
+  attestationKey: Buffer;
 }
 
 export interface LiveKey {
@@ -259,6 +262,14 @@ export function createActivities(deps: ActivityDeps) {
     },
 
     /** For the lease workflow: whether its holder's session still runs. */
+    async checkOperatorAttestation(check: AttestationCheck) {
+      return checkOperatorAttestation(deps.attestationKey, check);
+    },
+
+    async temporalCaller(lookup: CallerLookup): Promise<string> {
+      return temporalCaller(lookup);
+    },
+
     async sessionIsOpen(workflowId: string): Promise<boolean> {
       return sessionIsOpen(workflowId);
     },

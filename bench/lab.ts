@@ -71,6 +71,8 @@ export async function startLab(log: (line: string) => void): Promise<BenchLab> {
     stops.push(() => devvm.stop());
     const knownHostsFile = join(dir, 'known_hosts');
     await writeFile(knownHostsFile, `${pve.sshd.knownHostsLine}\n${devvm.knownHostsLine}\n`);
+    const identityKeyFile = join(dir, 'identity.key');
+    await writeFile(identityKeyFile, randomBytes(48).toString('base64'));
     const user = userInfo().username;
 
     log('lab: bundling the workflow code once…');
@@ -110,6 +112,7 @@ export async function startLab(log: (line: string) => void): Promise<BenchLab> {
           mode: 'token',
           tokens: tokens.map((token, index) => ({ operator: `bench-${index + 1}`, sha256: createHash('sha256').update(token).digest('hex') })),
         },
+        identity: { keyFile: identityKeyFile },
         // The agent bench runs many tool calls on one operator message.
         policy: { toolCallsPerMessage: 200 },
         agent: { model: STANDIN_MODEL },

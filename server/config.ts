@@ -8,6 +8,7 @@
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import type { CommandPolicy, MutationPolicy, SessionPolicy } from '../workflows/session-types.js';
+import { MIN_KEY_BYTES } from './attestation.js';
 
 export class ConfigError extends Error {
   constructor(
@@ -81,6 +82,11 @@ export interface Config {
   roles: { server: boolean; worker: boolean };
   /** Separate worker process: live output (token deltas, command output) is pushed to the server. */
   live: { pushUrl: string | null; token: string | null };
+  /**
+   * The key the console signs operator messages with and the worker checks them by
+   * (server/attestation.ts); null: the lab, one process, makes one up at start.
+   */
+  identity: { key: Buffer | null };
   /** A worker-only process serves /healthz, /readyz and /metrics on this port. */
   metrics: { port: number; sdkPrometheusAddress: string | null; /** A scraper's bearer token for the console's /metrics (else an operator's login). */ token: string | null };
 }
@@ -135,6 +141,15 @@ const secretFile = (key: string, value: unknown): string | null => {
   } catch (error) {
     throw new ConfigError(key, `cannot read ${path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
   }
+};
+/** The attestation key: required wherever a console and a worker do not share one process's memory. */
+const identityKey = (text: string | null, oneLabProcess: boolean): Buffer | null => {
+  if (text === null) {
+    if (oneLabProcess) return null;
+    throw new ConfigError('identity.keyFile', 'required outside the single-process lab: the console signs operator messages with this key and the worker checks them (the same mounted Secret in both)');
+  }
+  if (Buffer.byteLength(text) < MIN_KEY_BYTES) throw new ConfigError('identity.keyFile', `the key must be at least ${MIN_KEY_BYTES} characters (e.g. openssl rand -base64 48)`);
+  return Buffer.from(text);
 };
 const url = (key: string, value: unknown): string | null => {
   const text = optStr(key, value);
@@ -197,6 +212,7 @@ export const ENV_OVERRIDES: Record<string, string> = {
   BREAKGLASS_ROLES: 'roles',
   BREAKGLASS_LIVE_PUSH_URL: 'live.pushUrl',
   BREAKGLASS_LIVE_TOKEN_FILE: 'live.tokenFile',
+  BREAKGLASS_IDENTITY_KEY_FILE: 'identity.keyFile',
   BREAKGLASS_METRICS_PORT: 'metrics.port',
 };
 
@@ -341,6 +357,7 @@ function parseConfig(options: LoadOptions): Config {
     approvals: { expiryMinutes: int('approvals.expiryMinutes', at(raw, 'approvals.expiryMinutes'), 15, 1, 1440) },
     lease: { holdMinutes: int('lease.holdMinutes', at(raw, 'lease.holdMinutes'), 10, 0, 1440) },
     roles: { server: roles.includes('server'), worker: roles.includes('worker') },
+    identity: { key: identityKey(secretFile('identity.keyFile', at(raw, 'identity.keyFile')), authMode === 'lab' && roles.includes('server') && roles.includes('worker')) },
     live: {
       pushUrl: url('live.pushUrl', at(raw, 'live.pushUrl')),
       token: secretFile('live.tokenFile', at(raw, 'live.tokenFile')),

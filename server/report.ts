@@ -4,7 +4,7 @@
  */
 import { ioVerdictLine, ioVerdictOf, mutationOutcome, pendingLine, phaseWords, survivorsLine, verifiedLine, type ForensicsSummary } from '../workflows/pve-types.js';
 import { mdBlock, mdCode, mdText } from '../workflows/markdown.js';
-import type { SessionState, TranscriptEntry } from '../workflows/session-types.js';
+import type { SessionState, TranscriptEntry, Unverified } from '../workflows/session-types.js';
 
 const time = (ms: number) => new Date(ms).toISOString().replace('T', ' ').replace(/\.\d+Z$/, 'Z');
 // Every piece of text a person or a host wrote stays text (workflows/markdown.ts).
@@ -18,6 +18,11 @@ function forensicsVerdict(summary: ForensicsSummary): string {
 
 type DevvmWait = Extract<TranscriptEntry, { type: 'devvm-wait' }>;
 
+/** A name the console did not vouch for, said where it appears (server/attestation.ts). */
+function unverified(note: Unverified | undefined): string {
+  return note ? ` (unverified, counted for no one: sent straight through Temporal by ${mdCode(note.identity)}, ${oneLine(note.why)})` : '';
+}
+
 function line(entry: TranscriptEntry, devvmWaitOf: (key: string) => DevvmWait | undefined = () => undefined): string | null {
   switch (entry.type) {
     case 'session-started':
@@ -25,9 +30,10 @@ function line(entry: TranscriptEntry, devvmWaitOf: (key: string) => DevvmWait | 
     case 'session-continued':
       return `session continued in a new run (history compaction)`;
     case 'operator-message':
-      return `**${entry.operator}**: ${oneLine(entry.text)}`;
+      return `**${entry.operator}**${unverified(entry.unverified)}: ${oneLine(entry.text)}`;
     case 'request': {
-      const who = entry.item.requestedBy.kind === 'operator' ? entry.item.requestedBy.name : entry.item.requestedBy.kind;
+      const by = entry.item.requestedBy;
+      const who = by.kind === 'operator' ? `${by.name}${unverified(by.unverified)}` : by.kind;
       return entry.item.kind === 'verb'
         ? `${who} requested **${entry.item.verb}**${entry.item.reason ? ` — ${oneLine(entry.item.reason)}` : ''}`
         : `${who} requested devvm command ${mdCode(entry.item.command)}`;
@@ -35,7 +41,7 @@ function line(entry: TranscriptEntry, devvmWaitOf: (key: string) => DevvmWait | 
     case 'approval-needed':
       return `approval needed (${entry.approvalId}): ${entry.why}`;
     case 'approval':
-      return `**${entry.operator}** ${entry.decision === 'approve' ? 'approved' : 'denied'} ${entry.approvalId}${entry.reason ? ` — ${oneLine(entry.reason)}` : ''}`;
+      return `**${entry.operator}**${unverified(entry.unverified)} ${entry.decision === 'approve' ? 'approved' : 'denied'} ${entry.approvalId}${entry.reason ? ` — ${oneLine(entry.reason)}` : ''}`;
     case 'status':
       return `status: ${entry.result.vm.status}${entry.result.vm.qmpstatus ? `/${entry.result.vm.qmpstatus}` : ''}, pid ${entry.result.vm.pid ?? '-'}${entry.result.vm.pending.present ? ', pending config staged' : ''}`;
     case 'forensics': {
@@ -82,7 +88,7 @@ function line(entry: TranscriptEntry, devvmWaitOf: (key: string) => DevvmWait | 
     case 'resumed':
       return `resumed by ${entry.operator}`;
     case 'policy-changed':
-      return `${entry.operator} set policy: mutating verbs ${entry.policy.mutatingVerbs}, devvm commands ${entry.policy.devvmCommands}${entry.proposedBy ? ` (proposed by ${entry.proposedBy})` : ''}`;
+      return `${entry.operator} set policy: mutating verbs ${entry.policy.mutatingVerbs}, devvm commands ${entry.policy.devvmCommands}${entry.proposedBy ? ` (proposed by ${entry.proposedBy})` : ''}${unverified(entry.unverified)}`;
     case 'policy-proposed':
       return `${entry.operator} proposed policy: mutating verbs ${entry.policy.mutatingVerbs}, devvm commands ${entry.policy.devvmCommands} (not in force until a second operator agrees)`;
     case 'lease':

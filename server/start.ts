@@ -2,6 +2,7 @@
  * Composition: from a Config to a running console and/or worker. Used by server/main.ts (a real
  * deployment) and lab/main.ts (everything embedded).
  */
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -15,6 +16,7 @@ import type { ActivityDeps } from '../activities/index.js';
 import type { AgentModelConfig } from '../activities/agent/turn.js';
 import type { SshTarget } from '../activities/ssh/connection.js';
 import { buildApp, type AgentStatus } from './app.js';
+import { attestingInterceptor } from './attestation.js';
 import { createAuthenticator } from './auth.js';
 import { ConfigError, type Config, type SshEndpointConfig } from './config.js';
 import { SessionEvents } from './events.js';
@@ -130,7 +132,14 @@ export async function startBreakglass(config: Config, options: StartOptions = {}
   // One client connection for everything but the worker's own (native) one.
   const connection = await Connection.connect(connectionOptions);
   closers.push(() => connection.close());
-  const client = new Client({ connection, namespace: config.temporal.namespace });
+  // The lab's single process makes its key up; everywhere else console and worker share a Secret.
+  const attestationKey = config.identity.key ?? randomBytes(48);
+  // Only the console vouches for operators: its client signs the messages it sends for them.
+  const client = new Client({
+    connection,
+    namespace: config.temporal.namespace,
+    ...(config.roles.server ? { interceptors: { workflow: [attestingInterceptor(attestationKey)] } } : {}),
+  });
   const registration = await registerSearchAttributes(connection, config.temporal.namespace);
   if (registration) console.warn(`breakglass: ${registration}`);
 
@@ -139,6 +148,7 @@ export async function startBreakglass(config: Config, options: StartOptions = {}
       pve: sshTarget(config.pve, 'pve'),
       devvm: sshTarget(config.devvm, 'devvm'),
       artifactsDir: join(config.dataDir, 'forensics'),
+      attestationKey,
       observer: metrics.observer,
       onCommandOutput: (key, stream, text) => publish({ sessionId: key.workflowId, stream: `${key.activityId}#${key.attempt}`, kind: stream, text }),
       onAgentText: (key, text) => publish({ sessionId: key.workflowId, stream: `${key.activityId}#${key.attempt}`, kind: 'text', text }),

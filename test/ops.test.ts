@@ -29,6 +29,9 @@ async function configFor(extra: Record<string, unknown>, roles: string[]) {
   const knownHosts = join(env.dir, 'known_hosts');
   await writeFile(knownHosts, `${env.pve.sshd.knownHostsLine}\n${env.devvm.knownHostsLine}\n`);
   const user = userInfo().username;
+  // Console and worker share the attestation key, as the chart's two deployments do.
+  const identityKey = join(env.dir, 'identity.key');
+  await writeFile(identityKey, 'ops-test-identity-key-0123456789abcdef\n');
   return loadConfig({
     env: {},
     file: {
@@ -38,6 +41,7 @@ async function configFor(extra: Record<string, unknown>, roles: string[]) {
       devvm: { host: '127.0.0.1', port: env.devvm.port, user, keyFile: env.clientKey.privateKeyPath, knownHostsFile: knownHosts },
       pve: { host: '127.0.0.1', port: env.pve.sshd.port, user, keyFile: env.clientKey.privateKeyPath, knownHostsFile: knownHosts },
       auth: { mode: 'token', tokens: [{ operator: 'alice', sha256: sha(TOKEN) }] },
+      identity: { keyFile: identityKey },
       roles,
       ...extra,
     },

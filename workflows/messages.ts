@@ -16,13 +16,29 @@ export const MAX_COMMAND_LENGTH = 4_096;
 export const MAX_COMMAND_TIMEOUT_SECONDS = 600;
 export const DEFAULT_COMMAND_TIMEOUT_SECONDS = 30;
 export const REQUEST_KEY_PATTERN = /^[A-Za-z0-9_-]{1,40}$/;
+/** How long the console's signature on a message is good for (server/attestation.ts). */
+export const ATTESTATION_TTL_MS = 5 * 60 * 1000;
+
+/**
+ * The console's signature over an operator message: without a valid one, the message's
+ * `operator` is only a claim, recorded as unverified (server/attestation.ts).
+ */
+export interface Attestation {
+  /** Format version: a future format is never mistaken for this one. */
+  v: 1;
+  issuedAt: number;
+  nonce: string;
+  mac: string;
+}
 
 export interface OperatorMessageInput {
+  attestation?: Attestation;
   text: string;
   operator: string;
 }
 
 export interface VerbRequestInput {
+  attestation?: Attestation;
   verb: PveVerb;
   reason: string;
   operator: string;
@@ -33,6 +49,7 @@ export interface VerbRequestInput {
 }
 
 export interface CommandRequestInput {
+  attestation?: Attestation;
   command: string;
   timeoutSeconds?: number;
   operator: string;
@@ -40,6 +57,7 @@ export interface CommandRequestInput {
 }
 
 export interface ApprovalInput {
+  attestation?: Attestation;
   approvalId: string;
   decision: 'approve' | 'deny';
   operator: string;
@@ -52,6 +70,7 @@ export interface OperatorActionInput {
 }
 
 export interface PolicyInput {
+  attestation?: Attestation;
   operator: string;
   policy: Partial<SessionPolicy>;
 }

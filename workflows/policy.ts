@@ -36,13 +36,16 @@ export function isReadOnlyCommand(command: string): boolean {
 }
 
 export function approvalRule(item: WorkItem, policy: SessionPolicy): ApprovalRule {
-  const byAgent = item.requestedBy.kind === 'agent';
+  // An operator the console did not vouch for is treated as the agent is: it needs approvals.
+  const unverified = item.requestedBy.kind === 'operator' && item.requestedBy.unverified !== undefined;
+  const byAgent = item.requestedBy.kind === 'agent' || unverified;
+  const requester = unverified ? 'an unverified sender (straight through Temporal)' : 'the agent';
   if (item.kind === 'command') {
     if (!byAgent) return { required: 0, why: 'typed by an operator' };
     if (policy.devvmCommands === 'autonomous') return { required: 0, why: 'devvm commands run autonomously by policy' };
     return isReadOnlyCommand(item.command)
       ? { required: 0, why: 'read-only command on the allowlist' }
-      : { required: 1, why: 'the agent wants to run a command outside the read-only allowlist' };
+      : { required: 1, why: `${requester} wants to run a command outside the read-only allowlist` };
   }
   if (!isMutatingVerb(item.verb)) return { required: 0, why: 'read-only verb' };
   switch (policy.mutatingVerbs) {
@@ -50,11 +53,11 @@ export function approvalRule(item: WorkItem, policy: SessionPolicy): ApprovalRul
       return { required: 0, why: 'mutating verbs run autonomously by policy' };
     case 'approve':
       return byAgent
-        ? { required: 1, why: `policy "approve": an operator must approve the agent's ${item.verb}` }
+        ? { required: 1, why: `policy "approve": an operator must approve ${requester}'s ${item.verb}` }
         : { required: 0, why: 'requested by an operator under policy "approve"' };
     case 'two-person':
       return byAgent
-        ? { required: 2, why: `policy "two-person": two operators must approve the agent's ${item.verb}` }
+        ? { required: 2, why: `policy "two-person": two operators must approve ${requester}'s ${item.verb}` }
         : { required: 1, why: `policy "two-person": a second operator must approve this ${item.verb}` };
   }
 }

@@ -2,7 +2,7 @@
  * The session's fixed rules, shared by its parts: which failures are final, the activity
  * proxies and their retry policies, input checks, and how request keys name host requests.
  */
-import { ActivityFailure, ApplicationFailure, TimeoutFailure, proxyActivities } from '@temporalio/workflow';
+import { ActivityFailure, ApplicationFailure, TimeoutFailure, proxyActivities, proxyLocalActivities } from '@temporalio/workflow';
 import type { createActivities } from '../activities/index.js';
 import { MAX_COMMAND_TIMEOUT_SECONDS, MAX_REASON_LENGTH, REQUEST_KEY_PATTERN } from './messages.js';
 import type { SessionTiming, WorkItem } from './session-types.js';
@@ -88,6 +88,12 @@ export const agent = proxyActivities<Activities>({
   heartbeatTimeout: '30s',
   retry: { initialInterval: '2s', backoffCoefficient: 2, maximumInterval: '60s', maximumAttempts: 6, nonRetryableErrorTypes: ['agent_auth', 'agent_bad_request', 'agent_cancelled'] },
 });
+
+// Who sent an operator message: the console's signature is checked on this worker within the
+// same workflow task (a local activity, no extra round trip); only a message without a valid one
+// costs a history read for its sender's Temporal identity.
+export const attestations = proxyLocalActivities<Activities>({ startToCloseTimeout: '5s', retry: { maximumAttempts: 3, initialInterval: '200ms' } });
+export const callers = proxyActivities<Activities>({ startToCloseTimeout: '30s', retry: { maximumAttempts: 3, initialInterval: '1s' } });
 
 // Webhook notifications: best effort, never awaited by anything that matters.
 export const notifications = proxyActivities<Activities>({ startToCloseTimeout: '20s', retry: { maximumAttempts: 3, initialInterval: '2s' } });

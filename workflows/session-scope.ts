@@ -35,6 +35,8 @@ export interface SessionScope {
   readonly usedKeys: Set<string>;
   /** Operator messages by update id, so a retry in a later run is answered, not recorded twice. */
   readonly messageUpdates: Map<string, number>;
+  /** Uses an attestation's nonce: false when it was used before (a replayed signature). */
+  useAttestation(nonce: string, issuedAt: number): boolean;
   readonly pendingApprovals: Map<string, PendingApproval>;
   readonly expiredApprovals: Set<string>;
   readonly agentState: AgentState;

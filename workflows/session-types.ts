@@ -27,7 +27,17 @@ export interface SessionTarget {
   vmid: number;
 }
 
-export type Actor = { kind: 'operator'; name: string } | { kind: 'agent' } | { kind: 'system' };
+/**
+ * Who asked. An operator's name counts only when the console vouched for it; a message sent
+ * straight through Temporal names an operator it cannot prove, so it carries `unverified` (the
+ * caller's Temporal identity and why) and counts for no one (workflows/policy.ts).
+ */
+export type Actor = { kind: 'operator'; name: string; unverified?: Unverified } | { kind: 'agent' } | { kind: 'system' };
+export interface Unverified {
+  /** The Temporal client identity that sent the message, as the server recorded it. */
+  identity: string;
+  why: string;
+}
 
 export type Outcome = 'recovered' | 'ended' | 'cancelled' | 'failed';
 
@@ -84,10 +94,10 @@ export type TranscriptEntry = EntryBase &
   (
     | { type: 'session-started'; operator: string; description: string; target: SessionTarget; policy: SessionPolicy }
     | { type: 'session-continued'; previousRunId: string; firstSeq: number }
-    | { type: 'operator-message'; operator: string; text: string }
+    | { type: 'operator-message'; operator: string; text: string; unverified?: Unverified }
     | { type: 'request'; item: WorkItem }
     | { type: 'approval-needed'; approvalId: string; item: WorkItem; why: string; required: number }
-    | { type: 'approval'; approvalId: string; decision: 'approve' | 'deny'; operator: string; reason: string }
+    | { type: 'approval'; approvalId: string; decision: 'approve' | 'deny'; operator: string; reason: string; /** Recorded, not counted. */ unverified?: Unverified }
     | { type: 'status'; key: string; result: StatusResult }
     | { type: 'forensics'; key: string; trigger: string; result: ForensicsResult }
     | { type: 'verb-result'; key: string; result: MutationResult }
@@ -100,7 +110,7 @@ export type TranscriptEntry = EntryBase &
     | { type: 'command-failed'; key: string; command: string; kind: string; message: string }
     | { type: 'paused'; operator: string; reason: string }
     | { type: 'resumed'; operator: string }
-    | { type: 'policy-changed'; operator: string; policy: SessionPolicy; proposedBy?: string }
+    | { type: 'policy-changed'; operator: string; policy: SessionPolicy; proposedBy?: string; /** A tightening only. */ unverified?: Unverified }
     | { type: 'policy-proposed'; operator: string; policy: SessionPolicy }
     | { type: 'session-ended'; outcome: Outcome; operator: string; reason: string }
     | { type: 'cancel-requested'; operator: string; reason: string }
@@ -149,6 +159,8 @@ export interface CarriedState {
   cancelledBy?: { operator: string; reason: string } | null;
   /** Operator messages' update ids and their seq (see workflows/session-handlers.ts). */
   messageUpdates?: [string, number][];
+  /** Attestation nonces used, with when each stops mattering (see workflows/session-handlers.ts). */
+  usedAttestations?: [string, number][];
 }
 
 export interface AgentState {

@@ -18,6 +18,7 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 import {
+  ATTESTATION_TTL_MS,
   stateQuery,
   transcriptQuery,
   type RequestAccepted,
@@ -75,6 +76,15 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
   // Keys seen in this session: a repeated key is acknowledged but never queued twice.
   const usedKeys = new Set<string>(carried?.usedKeys ?? []);
   const messageUpdates = new Map<string, number>(carried?.messageUpdates ?? []);
+  // Attestation nonces, kept until their signature would have expired anyway.
+  const usedAttestations = new Map<string, number>(carried?.usedAttestations ?? []);
+  const useAttestation = (nonce: string, issuedAt: number): boolean => {
+    const now = Date.now();
+    for (const [used, until] of usedAttestations) if (until < now) usedAttestations.delete(used);
+    if (usedAttestations.has(nonce)) return false;
+    usedAttestations.set(nonce, issuedAt + 2 * ATTESTATION_TTL_MS);
+    return true;
+  };
   // The agent's tool calls since the operator's last message; carried across runs.
   let toolCallsUsed = carried?.toolCallsUsed ?? 0;
   const agentState: AgentState = carried?.agent ?? {
@@ -358,6 +368,7 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
     },
     usedKeys,
     messageUpdates,
+    useAttestation,
     pendingApprovals,
     expiredApprovals,
     agentState,
@@ -404,6 +415,7 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
     ...(cancelledBy ? { cancelledBy } : {}),
     ...(policyProposal ? { policyProposal } : {}),
     ...(messageUpdates.size > 0 ? { messageUpdates: [...messageUpdates] } : {}),
+    ...(usedAttestations.size > 0 ? { usedAttestations: [...usedAttestations] } : {}),
   });
 
   // ---------------------------------------------------------------------- main loop

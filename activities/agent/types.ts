@@ -109,7 +109,7 @@ export type AgentTranscriptEntry = Seq &
     | AgentToolErrorEntry
     | { type: 'session-started'; operator: string; description: string; target: { devvm: string; vmid: number } }
     | { type: 'session-continued'; previousRunId: string; firstSeq: number }
-    | { type: 'operator-message'; operator: string; text: string }
+    | { type: 'operator-message'; operator: string; text: string; unverified?: { identity: string; why: string } }
     | { type: 'request'; item: AgentWorkItem }
     | { type: 'approval-needed'; approvalId: string; item: AgentWorkItem; why: string; required?: number }
     | { type: 'approval'; approvalId: string; decision: 'approve' | 'deny'; operator: string; reason?: string }

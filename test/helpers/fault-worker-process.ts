@@ -12,6 +12,7 @@ import { readFileSync } from 'node:fs';
 import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime, Worker } from '@temporalio/worker';
 import { createActivities } from '../../activities/index.js';
+import { TEST_ATTESTATION_KEY } from './attestation-key.js';
 import type { WorkerProcessSettings } from './session-env.js';
 
 const [settingsPath, bundlePath] = process.argv.slice(2);
@@ -45,7 +46,7 @@ const worker = await Worker.create({
   connection,
   namespace: settings.namespace,
   taskQueue: settings.taskQueue,
-  activities: createActivities({ pve: target(settings.pve), devvm: target(settings.devvm), artifactsDir: settings.artifactsDir, deadlines: { devvmProbeMs: 3_000 }, ...(agent ? { agent } : {}) }),
+  activities: createActivities({ pve: target(settings.pve), devvm: target(settings.devvm), artifactsDir: settings.artifactsDir, deadlines: { devvmProbeMs: 3_000 }, attestationKey: TEST_ATTESTATION_KEY, ...(agent ? { agent } : {}) }),
   workflowBundle: { codePath: bundlePath },
   stickyQueueScheduleToStartTimeout: '1s',
   shutdownGraceTime: '20s',

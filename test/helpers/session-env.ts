@@ -15,6 +15,8 @@ import { startPveHost, type DispatcherConfig, type PveHost } from '../../lab/pve
 import { startScenarioHost, type DevvmScenario } from '../../lab/scenarios.js';
 import { startSshd } from '../../lab/sshd.js';
 import { startTemporalDev, type TemporalDev } from '../../lab/temporal-dev.js';
+import { attestingInterceptor } from '../../server/attestation.js';
+import { TEST_ATTESTATION_KEY } from './attestation-key.js';
 import { bundlerOptions, WORKFLOWS_PATH } from '../../server/worker.js';
 import { breakglassSession } from '../../workflows/session.js';
 import { stateQuery, transcriptQuery } from '../../workflows/messages.js';
@@ -24,6 +26,7 @@ import { startMessagesApi, type MessagesApi, type Script } from '../../lab/messa
 
 /** The key the Messages API stand-in accepts in tests. */
 export const STANDIN_KEY = 'sk-test-standin-key-0000';
+
 
 // Quiet workers: state changes at INFO drown the test output.
 Runtime.install({ logger: new DefaultLogger('WARN') });
@@ -42,7 +45,10 @@ export function workflowBundle(): Promise<{ code: string }> {
 export interface SessionEnv {
   dir: string;
   temporal: TemporalDev;
+  /** Signs operator messages like the console's client (see TEST_ATTESTATION_KEY). */
   client: Client;
+  /** Signs nothing: what `temporal` or any script with namespace access sends. */
+  rawClient: Client;
   pve: PveHost;
   /** The devvm: a real shell behind sshd, or the real guest in the VM (`guest` option). */
   devvm: { port: number; knownHostsLine: string; user: string; privateKeyPath: string; stop(): Promise<void>; /** The sshd stand-in only: calls hang until thawed. */ freeze?(): void; thaw?(): void };
@@ -93,7 +99,8 @@ export async function startSessionEnv(options: SessionEnvOptions = {}): Promise<
   const dir = await mkdtemp(join(tmpdir(), 'bg-session-'));
   const temporal = await startTemporalDev({ dataDir: join(dir, 'temporal'), headless: true, ...(options.dynamicConfig ? { dynamicConfig: options.dynamicConfig } : {}) });
   const connection = await Connection.connect({ address: temporal.address });
-  const client = new Client({ connection });
+  const client = new Client({ connection, interceptors: { workflow: [attestingInterceptor(TEST_ATTESTATION_KEY)] } });
+  const rawClient = new Client({ connection });
   const clientKey = await generateKeyPair(dir, 'breakglass');
   const pveOptions = { dir: join(dir, 'pve'), clientPublicKey: clientKey.publicKey, ...(options.pveConfig ? { config: options.pveConfig } : {}) };
   const user = userInfo().username;
@@ -115,6 +122,7 @@ export async function startSessionEnv(options: SessionEnvOptions = {}): Promise<
     devvm: { host: '127.0.0.1', port: devvm.port, username: devvm.user, privateKey: await readFile(devvm.privateKeyPath), pins: { knownHosts: devvm.knownHostsLine }, readyTimeoutMs: 5_000, keepaliveIntervalMs: 1_000 },
     artifactsDir: join(dir, 'artifacts'),
     deadlines: { devvmProbeMs: 3_000 },
+    attestationKey: TEST_ATTESTATION_KEY,
   };
   const workers: RunningWorker[] = [];
   const messagesApi = options.agentScript ? await startMessagesApi({ apiKey: STANDIN_KEY, script: options.agentScript }) : null;
@@ -131,6 +139,7 @@ export async function startSessionEnv(options: SessionEnvOptions = {}): Promise<
     dir,
     temporal,
     client,
+    rawClient,
     pve,
     devvm,
     clientKey,

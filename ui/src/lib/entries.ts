@@ -2,12 +2,17 @@
 import { agentName } from './auth.svelte.js';
 import { duration } from './format.js';
 import { ioVerdictLine, mutationOutcome, verifiedLine } from '../../../workflows/pve-types.js';
-import type { Actor, AgentMode, Entry, ForensicsResult, LeaseHolder, WorkItem } from './types.js';
+import type { Actor, AgentMode, Entry, ForensicsResult, LeaseHolder, Unverified, WorkItem } from './types.js';
 
 export function actorName(actor: Actor, agentMode: AgentMode | undefined): string {
-  if (actor.kind === 'operator') return actor.name;
+  if (actor.kind === 'operator') return actor.unverified ? `${actor.name} (unverified)` : actor.name;
   if (actor.kind === 'agent') return agentName(agentMode);
   return 'system';
+}
+
+/** Why a name did not count: the console did not vouch for it (server/attestation.ts). */
+export function unverifiedNote(unverified: Unverified): string {
+  return `unverified, counts for no one: sent straight through Temporal by ${unverified.identity} (${unverified.why})`;
 }
 
 export function describeItem(item: WorkItem): string {
@@ -22,7 +27,7 @@ export function summarizeEntry(entry: Entry, agentMode: AgentMode | undefined): 
     case 'session-continued':
       return 'Session history continued in a new run';
     case 'operator-message':
-      return `${entry.operator} wrote: ${entry.text.slice(0, 140)}`;
+      return `${entry.operator}${entry.unverified ? ' (unverified)' : ''} wrote: ${entry.text.slice(0, 140)}`;
     case 'agent-message':
       return `${agentName(agentMode)}: ${entry.text.slice(0, 140)}`;
     case 'agent-tool-error':
@@ -36,7 +41,7 @@ export function summarizeEntry(entry: Entry, agentMode: AgentMode | undefined): 
     case 'approval-needed':
       return `Approval needed: ${describeItem(entry.item)}`;
     case 'approval':
-      return `${entry.operator} ${entry.decision === 'approve' ? 'approved' : 'denied'} ${entry.approvalId}`;
+      return `${entry.operator} ${entry.decision === 'approve' ? 'approved' : 'denied'} ${entry.approvalId}${entry.unverified ? ` (${unverifiedNote(entry.unverified)})` : ''}`;
     case 'status': {
       const vm = entry.result.vm;
       return `VM status: ${vm.status}, QMP ${vm.qmp === 'silent' ? 'silent' : vm.qmpstatus || 'unknown'}${vm.ha?.managed ? ', HA-managed' : ''}${vm.warning ? `. ${vm.warning}` : ''}`;
@@ -66,7 +71,7 @@ export function summarizeEntry(entry: Entry, agentMode: AgentMode | undefined): 
     case 'resumed':
       return `Resumed by ${entry.operator}`;
     case 'policy-changed':
-      return `Policy changed by ${entry.operator}`;
+      return `Policy changed by ${entry.operator}${entry.unverified ? ' (unverified)' : ''}`;
     case 'policy-proposed':
       return `${entry.operator} proposes a looser policy: a second operator must agree`;
     case 'session-ended':

@@ -5,7 +5,7 @@
 import type { SessionState, TranscriptEntry, TranscriptPage } from '../../../workflows/session-types.js';
 
 export type { SessionState, TranscriptPage };
-export type { Actor, DevvmCommandRecord, PendingApproval, SessionPolicy, TokenUsage, WorkItem, MutationPolicy, CommandPolicy } from '../../../workflows/session-types.js';
+export type { Actor, DevvmCommandRecord, Unverified, PendingApproval, SessionPolicy, TokenUsage, WorkItem, MutationPolicy, CommandPolicy } from '../../../workflows/session-types.js';
 export type {
   BlockDelta,
   CapturedSection,
