@@ -131,6 +131,27 @@ export const SCENARIOS: Record<string, Scenario> = {
     return [{ name: 'approval-deny', handle, runId: await runIdOf(handle) }];
   },
 
+  /**
+   * Who sent what (verified operators, the argument allowlist): under two-person, a cycle asked
+   * by the console's client, an approval and a policy loosening forged straight through Temporal
+   * (unverified, not counted), a forged `pidstat -e` command (held for approval by the argument
+   * allowlist, then denied), the real second operator's approval, and the cycle.
+   */
+  async 'identity-2026-12'(env, queue) {
+    const handle = await env.startSession(queue, { policy: { mutatingVerbs: 'two-person' } });
+    const forged = env.rawClient.workflow.getHandle(handle.workflowId);
+    const cycle = await handle.executeUpdate(requestVerbUpdate, { args: [{ verb: 'cycle', reason: 'wedged', operator: 'alice' }] });
+    await forged.executeUpdate(approvalUpdate, { args: [{ approvalId: cycle.approvalId as string, decision: 'approve', operator: 'bob' }] });
+    await forged.executeUpdate(setPolicyUpdate, { args: [{ operator: 'bob', policy: { mutatingVerbs: 'autonomous' } }] });
+    const command = await forged.executeUpdate(requestCommandUpdate, { args: [{ command: 'pidstat -e /bin/true', operator: 'bob', requestKey: 'forged-pidstat' }] });
+    await handle.executeUpdate(approvalUpdate, { args: [{ approvalId: command.approvalId as string, decision: 'deny', operator: 'bob' }] });
+    await handle.executeUpdate(approvalUpdate, { args: [{ approvalId: cycle.approvalId as string, decision: 'approve', operator: 'bob' }] });
+    await waitForTranscript(handle, hasEntry('devvm-wait'), 60_000);
+    await handle.signal(endSessionSignal, { operator: 'alice', reason: 'recovered' });
+    await handle.result();
+    return [{ name: 'identity-2026-12', handle, runId: await runIdOf(handle) }];
+  },
+
   /** A status, pause and resume by signal, then a cancel while a devvm command runs. */
   async cancelled(env, queue) {
     const handle = await env.startSession(queue);
