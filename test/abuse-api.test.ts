@@ -25,6 +25,7 @@ import { REPO_ROOT } from '../lab/pve-host.js';
 import { DEFAULT_POLICY } from '../workflows/session-types.js';
 import { KNOWN_SESSION, serveFake, type FakeSessions } from './helpers/abuse-fakes.js';
 import { closeAgent, send, sendRaw, type HttpAnswer, type HttpAsk, type RawAnswer } from './helpers/abuse-http.js';
+import { scaled, scaledTimeout } from './helpers/abuse-scale.js';
 import { mapLimit } from './helpers/abuse-ssh.js';
 import { startSessionEnv, uniqueQueue, type SessionEnv } from './helpers/session-env.js';
 
@@ -54,8 +55,8 @@ function snapshotUi(): string | undefined {
 }
 
 const BATCH = 16;
-const FAKE_RUNS = 125; // 2,000 generated requests against the fake session layer
-const REAL_RUNS = 14; // 224 against the real stack
+const FAKE_RUNS = scaled(125); // 2,000 generated requests against the fake session layer at scale 1
+const REAL_RUNS = scaled(14); // 224 against the real stack at scale 1
 
 // ------------------------------------------------------------------------------ counting
 
@@ -351,7 +352,7 @@ describe('abuse: the HTTP API under generated requests (stand-in session layer)'
     if (uiDir) rmSync(uiDir, { recursive: true, force: true });
   });
 
-  it('when 2,000 generated requests hit every route, then nothing answers 5xx, every error is JSON {error, message}, and only in-schema values reach the sessions', async () => {
+  it(`when ${(BATCH * FAKE_RUNS).toLocaleString('en')} generated requests hit every route, then nothing answers 5xx, every error is JSON {error, message}, and only in-schema values reach the sessions`, async () => {
     await fc.assert(
       fc.asyncProperty(fc.array(requestFor(KNOWN_SESSION), { minLength: BATCH, maxLength: BATCH }), async (batch) => {
         const answers = await mapLimit(batch, 8, (ask) => send(server.port, ask));
@@ -365,7 +366,7 @@ describe('abuse: the HTTP API under generated requests (stand-in session layer)'
     // The fuzz did reach every kind of handler (it is not all 4xx at the door).
     const reached = new Set(fake.calls.map((call) => call.method));
     expect(['start', 'list', 'transcript', 'message', 'verb', 'command', 'approval', 'pause', 'resume', 'end', 'cancel', 'policy', 'subscribe'].filter((method) => !reached.has(method))).toEqual([]);
-  }, 80_000);
+  }, scaledTimeout(80_000));
 
   it('when bodies are over the 64 KiB limit (with or without a length, valid JSON or not), then 413 in JSON and nothing reaches the sessions', async () => {
     const before = fake.calls.length;
@@ -571,7 +572,7 @@ describe('abuse: a slice of generated requests against the real stack (Temporal 
     const view = await send(port, { method: 'GET', path: `/api/sessions/${sessionId}`, headers: { authorization: `Bearer ${TOKEN}` } });
     expect(view.status).toBe(200);
     expect(JSON.parse(view.text)).toMatchObject({ state: { workflowId: sessionId, ended: false } });
-  }, 80_000);
+  }, scaledTimeout(80_000));
 
   it('when ±Infinity slips past the API\'s integer bounds (finding A2), then the workflow still bounds it: a page holds at most 200 entries and a command gets a finite timeout', async () => {
     const auth = { authorization: `Bearer ${TOKEN}` };

@@ -24,15 +24,16 @@ import { readVm } from '../lab/pve/lab-vm.mjs';
 import { invocations, isAlive, type Invocation } from '../lab/pve/pve-node.mjs';
 import { ChannelRunner, mapLimit, type ChannelResult } from './helpers/abuse-ssh.js';
 import { bulkInputs, forensicsInputs, grammatical, isMutating, rejectedInputs, statusInputs, type FuzzInput } from './helpers/abuse-inputs.js';
+import { scaled, scaledTimeout } from './helpers/abuse-scale.js';
 import { startPveFixture, waitFor, type PveFixture } from './helpers/fixtures.js';
 
-// Bounded: 1,824 direct + 176 through sshd + 2 forensics + 11 NUL/huge = 2,013 inputs; ~40 s
-// on 2 idle cores.
+// Bounded: at scale 1, 1,824 direct + 176 through sshd + 2 forensics + 11 NUL/huge = 2,013
+// inputs; ~40 s on 2 idle cores. ABUSE_SCALE=5 (npm run abuse): 10,013.
 // (Through sshd each input costs ~80 ms, most of it the account's login shell starting.)
 const DIRECT_BATCH = 24;
-const DIRECT_RUNS = 76;
+const DIRECT_RUNS = scaled(76);
 const SSHD_BATCH = 16;
-const SSHD_RUNS = 11;
+const SSHD_RUNS = scaled(11);
 /** Channels open at once per connection (sshd allows 10; more only thrashes two cores). */
 const SSHD_LANES = 4;
 const FORENSICS_DIRECT = 1;
@@ -149,7 +150,7 @@ describe('abuse: the PVE dispatcher under generated input (real script, real con
     await fx?.stop();
   });
 
-  it('when 1,824 generated inputs reach the forced command directly, then every non-grammatical one exits 64 with JSON "rejected" and valid statuses answer', async () => {
+  it(`when ${(DIRECT_BATCH * DIRECT_RUNS).toLocaleString('en')} generated inputs reach the forced command directly, then every non-grammatical one exits 64 with JSON "rejected" and valid statuses answer`, async () => {
     await fc.assert(
       fc.asyncProperty(fc.array(bulkInputs({ canary }), { minLength: DIRECT_BATCH, maxLength: DIRECT_BATCH }), async (batch) => {
         const outcomes = await mapLimit(batch, 8, (input) => runDirect(fx.host.configFile, input.command));
@@ -161,9 +162,9 @@ describe('abuse: the PVE dispatcher under generated input (real script, real con
       { numRuns: DIRECT_RUNS, endOnFailure: true },
     );
     expect(existsSync(canary)).toBe(false);
-  }, 80_000);
+  }, scaledTimeout(80_000));
 
-  it('when 176 generated inputs come through the real sshd (exec channels on two connections), then the same holds', async () => {
+  it(`when ${(SSHD_BATCH * SSHD_RUNS).toLocaleString('en')} generated inputs come through the real sshd (exec channels on two connections), then the same holds`, async () => {
     runners.push(await ChannelRunner.open(fx.target), await ChannelRunner.open(fx.target));
     const perRunner = SSHD_BATCH / runners.length;
     await fc.assert(
@@ -181,7 +182,7 @@ describe('abuse: the PVE dispatcher under generated input (real script, real con
     );
     for (const runner of runners) expect(runner.alive).toBe(true);
     expect(existsSync(canary)).toBe(false);
-  }, 80_000);
+  }, scaledTimeout(80_000));
 
   it('when a generated forensics request (with or without a request id) arrives, then it captures and answers, directly and over sshd', async () => {
     // Forensics holds the host lock for a few seconds: run them one at a time, after the bulk.
