@@ -84,7 +84,7 @@ export interface Config {
   live: { pushUrl: string | null; token: string | null };
   /**
    * The key the console signs operator messages with and the worker checks them by
-   * (server/attestation.ts); null: the lab, one process, makes one up at start.
+   * (server/attestation.ts); null: console and worker share one process, which makes one up.
    */
   identity: { key: Buffer | null };
   /** A worker-only process serves /healthz, /readyz and /metrics on this port. */
@@ -142,11 +142,11 @@ const secretFile = (key: string, value: unknown): string | null => {
     throw new ConfigError(key, `cannot read ${path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
   }
 };
-/** The attestation key: required wherever a console and a worker do not share one process's memory. */
-const identityKey = (text: string | null, oneLabProcess: boolean): Buffer | null => {
+/** The attestation key: required wherever the console and the worker do not share one process. */
+const identityKey = (text: string | null, oneProcess: boolean): Buffer | null => {
   if (text === null) {
-    if (oneLabProcess) return null;
-    throw new ConfigError('identity.keyFile', 'required outside the single-process lab: the console signs operator messages with this key and the worker checks them (the same mounted Secret in both)');
+    if (oneProcess) return null;
+    throw new ConfigError('identity.keyFile', 'required when the console and the worker run in separate processes: the console signs operator messages with this key and the worker checks them (the same mounted Secret in both)');
   }
   if (Buffer.byteLength(text) < MIN_KEY_BYTES) throw new ConfigError('identity.keyFile', `the key must be at least ${MIN_KEY_BYTES} characters (e.g. openssl rand -base64 48)`);
   return Buffer.from(text);
@@ -357,7 +357,7 @@ function parseConfig(options: LoadOptions): Config {
     approvals: { expiryMinutes: int('approvals.expiryMinutes', at(raw, 'approvals.expiryMinutes'), 15, 1, 1440) },
     lease: { holdMinutes: int('lease.holdMinutes', at(raw, 'lease.holdMinutes'), 10, 0, 1440) },
     roles: { server: roles.includes('server'), worker: roles.includes('worker') },
-    identity: { key: identityKey(secretFile('identity.keyFile', at(raw, 'identity.keyFile')), authMode === 'lab' && roles.includes('server') && roles.includes('worker')) },
+    identity: { key: identityKey(secretFile('identity.keyFile', at(raw, 'identity.keyFile')), roles.includes('server') && roles.includes('worker')) },
     live: {
       pushUrl: url('live.pushUrl', at(raw, 'live.pushUrl')),
       token: secretFile('live.tokenFile', at(raw, 'live.tokenFile')),

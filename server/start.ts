@@ -132,7 +132,8 @@ export async function startBreakglass(config: Config, options: StartOptions = {}
   // One client connection for everything but the worker's own (native) one.
   const connection = await Connection.connect(connectionOptions);
   closers.push(() => connection.close());
-  // The lab's single process makes its key up; everywhere else console and worker share a Secret.
+  // Console and worker in one process (the lab, the chart's single pod) make a key up; in separate
+  // processes they share a Secret (config identity.keyFile).
   const attestationKey = config.identity.key ?? randomBytes(48);
   // Only the console vouches for operators: its client signs the messages it sends for them.
   const client = new Client({
