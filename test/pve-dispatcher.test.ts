@@ -2,9 +2,9 @@
 // the real `command="…",restrict,from="…"` authorized_keys line, over the lab's `qm` stand-in
 // driving a REAL QEMU (VM 102 without a guest: blank disk, no kernel, real QMP). The stand-in
 // records every call, so "nothing ran" is proven, not assumed.
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { livePids } from '../lab/processes.js';
 import { chmod, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -19,7 +19,7 @@ import { DISPATCHER, REPO_ROOT, forcedCommandLine } from '../lab/pve-host.js';
 import { generateKeyPair } from '../lab/keys.js';
 import { incidentFixPending, initVm, lockHeld, readVm, setFault } from '../lab/pve/lab-vm.mjs';
 import { isAlive, paths, procState, readPid, type Invocation } from '../lab/pve/pve-node.mjs';
-import { PVE_VERBS, type MutationResult } from '../workflows/pve-types.js';
+import { MUTATING_VERBS, PVE_VERBS, type MutationResult } from '../workflows/pve-types.js';
 import { USER, events, startPveFixture, timed, waitFor, type PveFixture } from './helpers/fixtures.js';
 
 const DEADLINE = 90_000;
@@ -76,6 +76,36 @@ async function freshVm(fx: PveFixture, options: Parameters<PveFixture['resetVm']
     options.running === false ? [] : ['start 102 -> started', 'start 102 -> 0'],
   );
   return calls.length;
+}
+
+/** Breaks the host's forensics store one way; returns what puts it back. */
+function breakStore(store: string, id: string, fault: 'unwritable' | 'corrupt' | 'full'): () => void {
+  switch (fault) {
+    case 'unwritable': {
+      // Root ignores permission bits: a directory in the document's place fails the write.
+      const blocker = join(store, `${id}.json.tmp`);
+      mkdirSync(blocker, { recursive: true });
+      return () => rmSync(blocker, { recursive: true, force: true });
+    }
+    case 'corrupt': {
+      const aside = `${store}.aside`;
+      renameSync(store, aside);
+      writeFileSync(store, 'not a directory\n');
+      return () => {
+        rmSync(store, { force: true });
+        renameSync(aside, store);
+      };
+    }
+    case 'full':
+      // A small tmpfs over the store, filled up (root may mount here; CI runs as root).
+      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=16k', 'breakglass-full', store]);
+      try {
+        execFileSync('dd', ['if=/dev/zero', `of=${join(store, 'filler')}`, 'bs=4k'], { stdio: 'ignore' });
+      } catch {
+        // dd stops with "No space left on device": the store is full, as wanted.
+      }
+      return () => execFileSync('umount', [store]);
+  }
 }
 
 /** qm calls recorded since mark (see freshVm). */
@@ -694,6 +724,29 @@ hostBlock('PVE dispatcher: the request-id journal (at most once, replay, client 
     const error = await rejection(pveMutation(fx.target, 'cycle', { requestId: id, deadlineMs: DEADLINE }));
     expect(error).toMatchObject({ kind: 'verb_failed', retryable: false });
   });
+
+  // Every mutating verb against every way the store can fail: a document that cannot be written,
+  // a store that is not a directory (corrupt), and a store that is full (a filled tmpfs over it).
+  const STORE_FAULTS = ['unwritable', 'corrupt', 'full'] as const;
+  step.each(MUTATING_VERBS.flatMap((verb) => STORE_FAULTS.map((fault) => [verb, fault] as const)))(
+    'when %s meets a forensics store that is %s, then it is refused at forensics and qm is never asked to act',
+    async (verb, fault) => {
+      const mark = await freshVm(fx, verb === 'start' ? { running: false } : {});
+      const id = `fx-store-${verb}-${fault}`;
+      const store = join(fx.host.stateDir, 'forensics');
+      const restore = breakStore(store, id, fault);
+      try {
+        const output = await fx.call(`${verb} ${id}`);
+        expect(output.exitCode).toBe(1);
+        expect(JSON.parse(output.stdout.text)).toMatchObject({ ok: false, result: 'failed', verb, failed_at: 'forensics', reason: expect.stringContaining(`${verb} was not run`) });
+        expect(qmCallsSince(fx, mark).filter((c) => MUTATING_QM.has(c.argv[0] ?? ''))).toEqual([]);
+        expect(readVm(fx.host.nodeRoot).running).toBe(verb !== 'start');
+        expect((await fx.log()).some((l) => l.includes(`event=forensics-failed verb=${verb} request=${id}`))).toBe(true);
+      } finally {
+        restore();
+      }
+    },
+  );
 
   step('when forensics alone cannot be saved, then it answers valid JSON that says so instead of ok', async () => {
     const id = 'fx-nodoc-alone';
