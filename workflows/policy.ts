@@ -1,6 +1,7 @@
 /**
  * Who must approve what. Pure functions: the workflow calls them, tests call them directly.
  */
+import { classifyCommand } from './allowlist-classifier.js';
 import { isMutatingVerb } from './pve-types.js';
 import type { SessionPolicy, WorkItem } from './session-types.js';
 
@@ -11,10 +12,15 @@ export interface ApprovalRule {
 }
 
 /**
- * First words of devvm commands the agent may run without approval under the default policy.
- * Only plain invocations qualify: no shell operators, redirections or substitutions, so
- * `cat /proc/pressure/io` runs on its own but `cat x > y` or `ps; reboot` waits.
+ * Whether the agent may run a devvm command without approval under the default policy: every
+ * word of it is on the allowlist (workflows/allowlist.ts), so `cat /proc/pressure/io` runs on
+ * its own but `cat /proc/kmsg`, `tail -f x` or `ps; reboot` waits.
  */
+export function isReadOnlyCommand(command: string): boolean {
+  return classifyCommand(command).readOnly;
+}
+
+// The rule before the argument allowlist: first words only.
 const READ_ONLY_COMMANDS = new Set([
   'uptime', 'dmesg', 'journalctl', 'ps', 'df', 'free', 'top', 'cat', 'ls', 'uname', 'who', 'w', 'last',
   'vmstat', 'iostat', 'mpstat', 'pidstat', 'lsblk', 'findmnt', 'ss', 'id', 'whoami', 'head', 'tail', 'grep',
@@ -26,7 +32,8 @@ const SYSTEMCTL_READ_ONLY = new Set(['status', 'is-active', 'is-failed', 'list-u
 const SHELL_SYNTAX = /[;&|<>`$(){}\\\n\r*?[\]!~'"]/;
 const MUTATING_FLAGS = /(^|\s)(-f|--follow|-w|--write|--rotate|--vacuum\S*|--flush|--sync)(\s|=|$)/;
 
-export function isReadOnlyCommand(command: string): boolean {
+/** Exists only for histories recorded before the patch 'argument-allowlist'. */
+export function isReadOnlyCommandFirstWord(command: string): boolean {
   const trimmed = command.trim();
   if (trimmed === '' || SHELL_SYNTAX.test(trimmed) || MUTATING_FLAGS.test(trimmed)) return false;
   const [first, second] = trimmed.split(/\s+/);
@@ -35,7 +42,8 @@ export function isReadOnlyCommand(command: string): boolean {
   return first !== undefined && READ_ONLY_COMMANDS.has(first);
 }
 
-export function approvalRule(item: WorkItem, policy: SessionPolicy): ApprovalRule {
+/** `argumentAllowlist: false`: the first-word rule, for decisions recorded before the patch 'argument-allowlist'. */
+export function approvalRule(item: WorkItem, policy: SessionPolicy, options: { argumentAllowlist?: boolean } = {}): ApprovalRule {
   // An operator the console did not vouch for is treated as the agent is: it needs approvals.
   const unverified = item.requestedBy.kind === 'operator' && item.requestedBy.unverified !== undefined;
   const byAgent = item.requestedBy.kind === 'agent' || unverified;
@@ -43,9 +51,15 @@ export function approvalRule(item: WorkItem, policy: SessionPolicy): ApprovalRul
   if (item.kind === 'command') {
     if (!byAgent) return { required: 0, why: 'typed by an operator' };
     if (policy.devvmCommands === 'autonomous') return { required: 0, why: 'devvm commands run autonomously by policy' };
-    return isReadOnlyCommand(item.command)
+    if (options.argumentAllowlist === false) {
+      return isReadOnlyCommandFirstWord(item.command)
+        ? { required: 0, why: 'read-only command on the allowlist' }
+        : { required: 1, why: `${requester} wants to run a command outside the read-only allowlist` };
+    }
+    const verdict = classifyCommand(item.command);
+    return verdict.readOnly
       ? { required: 0, why: 'read-only command on the allowlist' }
-      : { required: 1, why: `${requester} wants to run a command outside the read-only allowlist` };
+      : { required: 1, why: `${requester} wants to run a command outside the read-only allowlist (${verdict.why})` };
   }
   if (!isMutatingVerb(item.verb)) return { required: 0, why: 'read-only verb' };
   switch (policy.mutatingVerbs) {

@@ -192,7 +192,7 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
   const admit = (item: WorkItem): RequestAccepted => {
     usedKeys.add(item.key);
     record({ type: 'request', item });
-    const rule = approvalRule(item, policy);
+    const rule = approvalRule(item, policy, { argumentAllowlist: patched('argument-allowlist') });
     const required = Math.max(0, rule.required - item.approvedBy.length);
     if (required === 0) {
       queue.push(item);
