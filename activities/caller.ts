@@ -5,7 +5,7 @@
  */
 import { Context } from '@temporalio/activity';
 import { defaultPayloadConverter } from '@temporalio/common';
-import { temporal } from '@temporalio/proto';
+import proto from '@temporalio/proto';
 import { checkAttestation, type AttestationVerdict } from '../server/attestation.js';
 
 export interface AttestationCheck {
@@ -28,7 +28,7 @@ export interface CallerLookup {
   message?: unknown;
 }
 
-const EventType = temporal.api.enums.v1.EventType;
+const EventType = proto.temporal.api.enums.v1.EventType;
 const PAGES = 20;
 
 /**

@@ -19,7 +19,7 @@ const HERE = dirname(fileURLToPath(import.meta.url));
 const FIXTURES = join(HERE, 'fixtures/histories');
 
 /** What each fixture stands for; the test below checks the recording really shows it. */
-const FIXTURE_NAMES = ['agent-cycle', 'approval-deny', 'cancelled', 'continued-as-new-run1', 'continued-as-new-run2', 'cycle', 'keys-2026-12', 'lease-holder', 'lease-taker'];
+const FIXTURE_NAMES = ['agent-cycle', 'approval-deny', 'cancelled', 'continued-as-new-run1', 'continued-as-new-run2', 'cycle', 'identity-2026-12', 'keys-2026-12', 'lease-holder', 'lease-taker'];
 
 interface JsonEvent {
   eventId: string;
@@ -179,6 +179,8 @@ describe('replay of recorded session histories', () => {
     ['approval-expiry', 'keys-2026-12'],
     ['target-lease', 'lease-holder'],
     ['target-lease', 'lease-taker'],
+    ['verified-operators', 'identity-2026-12'],
+    ['argument-allowlist', 'identity-2026-12'],
   ])('when the patch %s is removed, then replaying %s fails (negative control)', async (patch, name) => {
     expect(patchIds(name)).toContain(patch);
     let outcome: string;
