@@ -2,14 +2,16 @@
  * Who is asking. Three modes (config `auth.mode`):
  * - `lab`: one random token printed at start (or BREAKGLASS_LAB_TOKEN), loopback only;
  * - `token`: bearer tokens whose sha256 is in the config, each naming an operator;
- * - `proxy`: an identity header set by a forward-auth proxy, believed only from its addresses.
+ * - `proxy`: an identity header set by a forward-auth proxy, believed only from its addresses and
+ *   next to the shared secret the proxy adds to every request.
  * The console logs in once with the token and then uses an HttpOnly, SameSite=Strict cookie
  * (EventSource cannot send headers); scripts send `Authorization: Bearer`.
  */
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { isIP } from 'node:net';
 import type { FastifyRequest } from 'fastify';
-import { parseCidr, type Config } from './config.js';
+import ipaddr from 'ipaddr.js';
+import type { AddressRange, Config } from './config.js';
 
 export const SESSION_COOKIE = 'breakglass_session';
 const COOKIE_LIFETIME_MS = 12 * 60 * 60 * 1000;
@@ -41,27 +43,16 @@ function sha256(text: string): Buffer {
   return createHash('sha256').update(text).digest();
 }
 
-function ipToBigInt(address: string): { value: bigint; family: 4 | 6 } {
-  const mapped = address.startsWith('::ffff:') && isIP(address.slice(7)) === 4 ? address.slice(7) : address;
-  if (isIP(mapped) === 4) {
-    return { value: mapped.split('.').reduce((acc, octet) => (acc << 8n) + BigInt(Number(octet)), 0n), family: 4 };
-  }
-  const [head = '', tail = ''] = mapped.split('::');
-  const headParts = head ? head.split(':') : [];
-  const tailParts = tail ? tail.split(':') : [];
-  const parts = mapped.includes('::') ? [...headParts, ...Array(8 - headParts.length - tailParts.length).fill('0'), ...tailParts] : mapped.split(':');
-  return { value: parts.reduce((acc, part) => (acc << 16n) + BigInt(parseInt(part || '0', 16)), 0n), family: 6 };
-}
-
-export function inCidr(address: string, cidr: string): boolean {
-  const range = parseCidr('auth.proxy.trustedCidrs', cidr);
-  if (isIP(address.replace(/^::ffff:/, '')) === 0 && isIP(address) === 0) return false;
-  const ip = ipToBigInt(address);
-  const net = ipToBigInt(range.address);
-  if (ip.family !== net.family) return false;
-  const width = ip.family === 4 ? 32 : 128;
-  const shift = BigInt(width - range.bits);
-  return ip.value >> shift === net.value >> shift;
+/**
+ * Whether an address lies in one of the ranges. IPv4-mapped IPv6 (`::ffff:10.0.0.5`, how a
+ * dual-stack listener reports IPv4 clients) is matched as IPv4; an address of the other family
+ * than a range never matches it, and anything but a plain IP address matches nothing.
+ */
+export function inAddressRanges(address: string, ranges: readonly AddressRange[]): boolean {
+  // node:net first: ipaddr.js also takes inet_aton forms (127.1, 010.0.0.1) no socket reports.
+  if (isIP(address) === 0) return false;
+  const ip = ipaddr.process(address);
+  return ranges.some(([network, bits]) => network.kind() === ip.kind() && ip.match(network, bits));
 }
 
 function bearer(request: FastifyRequest): string | null {
@@ -88,6 +79,9 @@ export function createAuthenticator(config: Config): Authenticator {
   // Cookies are signed with a per-process key: a restart logs everyone out, which is fine for
   // a console people open during an incident (they log in again with their token).
   const cookieKey = randomBytes(32);
+  // Compared as digests: equal lengths for timingSafeEqual, whatever the request sends.
+  const proxySecretDigest = auth.mode === 'proxy' && auth.proxy.secret !== null ? sha256(auth.proxy.secret) : null;
+  const isProxySecret = (given: string | string[] | undefined) => proxySecretDigest !== null && typeof given === 'string' && timingSafeEqual(sha256(given), proxySecretDigest);
   const allowed = (operator: string) => {
     if (auth.operators.length > 0 && !auth.operators.includes(operator)) {
       throw new AuthError(403, `operator "${operator}" is not on the breakglass allowlist`);
@@ -157,9 +151,10 @@ export function createAuthenticator(config: Config): Authenticator {
     identify(request) {
       if (auth.mode === 'proxy') {
         const address = request.socket.remoteAddress ?? '';
-        const trusted = auth.proxy.trustedCidrs.some((cidr) => inCidr(address, cidr));
+        if (!inAddressRanges(address, auth.proxy.trustedCidrs)) throw new AuthError(401, `requests must come through the authenticating proxy (${address} is not trusted)`);
+        // An address is not proof: other pods can share the proxy's node or range. The secret is.
+        if (!isProxySecret(request.headers[auth.proxy.secretHeader])) throw new AuthError(401, `${auth.proxy.secretHeader}: the proxy's shared secret is missing or wrong`);
         const identity = request.headers[auth.proxy.header];
-        if (!trusted) throw new AuthError(401, `requests must come through the authenticating proxy (${address} is not trusted)`);
         if (typeof identity !== 'string' || !/^[A-Za-z0-9._@+-]{1,200}$/.test(identity)) throw new AuthError(401, `${auth.proxy.header}: missing or malformed identity header`);
         return allowed(identity);
       }
@@ -182,5 +177,5 @@ export function isLoopbackHost(hostname: string): boolean {
   const bracketed = /^\[([^\]]+)\]/.exec(hostname);
   const host = bracketed ? (bracketed[1] as string) : hostname.split(':').length === 2 ? (hostname.split(':')[0] as string) : hostname;
   if (host === 'localhost' || host.endsWith('.localhost')) return true;
-  return isIP(host) !== 0 && (inCidr(host, '127.0.0.0/8') || inCidr(host, '::1/128'));
+  return isIP(host) !== 0 && ipaddr.process(host).range() === 'loopback';
 }

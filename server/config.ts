@@ -7,6 +7,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
+import ipaddr from 'ipaddr.js';
 import type { CommandPolicy, MutationPolicy, SessionPolicy } from '../workflows/session-types.js';
 import { MIN_KEY_BYTES } from './attestation.js';
 
@@ -31,6 +32,9 @@ export interface SshEndpointConfig {
   /** Alternatively/additionally: pinned `SHA256:…` fingerprints. */
   fingerprints: string[];
 }
+
+/** An address range as ipaddr.js parses it: network address and prefix length. */
+export type AddressRange = [ipaddr.IPv4 | ipaddr.IPv6, number];
 
 export interface TokenEntry {
   operator: string;
@@ -69,7 +73,16 @@ export interface Config {
   auth: {
     mode: 'lab' | 'token' | 'proxy';
     tokens: TokenEntry[];
-    proxy: { header: string; trustedCidrs: string[] };
+    proxy: {
+      /** The identity header the proxy sets (lower-case). */
+      header: string;
+      /** The proxy's source addresses, parsed at start-up. */
+      trustedCidrs: AddressRange[];
+      /** The header carrying the proxy's shared secret (lower-case). */
+      secretHeader: string;
+      /** The shared secret from auth.proxy.secretFile; null unless this process serves the console in proxy mode. */
+      secret: string | null;
+    };
     /** Allowlist of operator names; empty allows every authenticated operator. */
     operators: string[];
     labToken: string | null;
@@ -163,14 +176,54 @@ const url = (key: string, value: unknown): string | null => {
   return text.replace(/\/+$/, '');
 };
 
-export function parseCidr(key: string, cidr: string): { address: string; bits: number; family: 4 | 6 } {
-  const [address, bitsText] = cidr.split('/');
-  const family = isIP(address ?? '');
-  if (!address || (family !== 4 && family !== 6)) throw new ConfigError(key, `"${cidr}" is not an IP address or CIDR`);
-  const max = family === 4 ? 32 : 128;
-  const bits = bitsText === undefined ? max : Number(bitsText);
-  if (!Number.isInteger(bits) || bits < 0 || bits > max) throw new ConfigError(key, `"${cidr}" has a bad prefix length`);
-  return { address, bits, family };
+/** The shortest proxy secret accepted: as hard to guess as an operator token. */
+const MIN_PROXY_SECRET_LENGTH = 32;
+
+/**
+ * One trusted range: `10.0.0.0/8`, `fd00::/8`, or a bare address (that one host). An IPv4-mapped
+ * range (`::ffff:10.0.0.0/104`) becomes its IPv4 range, as mapped addresses are matched as IPv4.
+ */
+function addressRange(key: string, text: string): AddressRange {
+  const [address = '', prefix, ...extra] = text.split('/');
+  const family = isIP(address);
+  // node:net first: ipaddr.js also takes inet_aton forms, where 010.0.0.1 is octal for 8.0.0.1.
+  if (family === 0 || extra.length > 0) throw new ConfigError(key, `"${text}" is not an IP address or CIDR`);
+  const longest = family === 4 ? 32 : 128;
+  let range: AddressRange;
+  try {
+    range = ipaddr.parseCIDR(`${address}/${prefix ?? longest}`);
+  } catch {
+    throw new ConfigError(key, `"${text}" has a bad prefix length (0 to ${longest})`);
+  }
+  const [network, length] = range;
+  if (network.kind() === 'ipv6' && (network as ipaddr.IPv6).isIPv4MappedAddress() && length >= 96) return [(network as ipaddr.IPv6).toIPv4Address(), length - 96];
+  return range;
+}
+
+/** An HTTP header name (an RFC 9110 token), lower-cased as Node presents request headers. */
+function headerName(key: string, value: unknown, fallback: string): string {
+  const name = str(key, value, fallback);
+  if (!/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(name)) throw new ConfigError(key, `"${name}" is not an HTTP header name`);
+  return name.toLowerCase();
+}
+
+/**
+ * auth.proxy. The shared secret is required, and read, only where the console is served in proxy
+ * mode: a worker-only process authenticates no one and need not hold it.
+ */
+function proxyAuth(raw: Json, mode: Config['auth']['mode'], servesConsole: boolean): Config['auth']['proxy'] {
+  const trustedCidrs = list('auth.proxy.trustedCidrs', at(raw, 'auth.proxy.trustedCidrs')).map((cidr, index) => addressRange(`auth.proxy.trustedCidrs[${index}]`, cidr));
+  if (mode === 'proxy' && trustedCidrs.length === 0) throw new ConfigError('auth.proxy.trustedCidrs', 'auth.mode "proxy" needs the proxy addresses it trusts');
+  const header = headerName('auth.proxy.header', at(raw, 'auth.proxy.header'), 'x-forwarded-user');
+  const secretHeader = headerName('auth.proxy.secretHeader', at(raw, 'auth.proxy.secretHeader'), 'x-breakglass-proxy-secret');
+  if (secretHeader === header) throw new ConfigError('auth.proxy.secretHeader', `must differ from auth.proxy.header (${header})`);
+  if (mode !== 'proxy' || !servesConsole) return { header, trustedCidrs, secretHeader, secret: null };
+  const what = `at least ${MIN_PROXY_SECRET_LENGTH} characters (openssl rand -base64 48), the same secret the proxy sends in ${secretHeader}`;
+  const path = optStr('auth.proxy.secretFile', at(raw, 'auth.proxy.secretFile'));
+  if (path === null) throw new ConfigError('auth.proxy.secretFile', `auth.mode "proxy" needs a file holding the proxy's shared secret: ${what}`);
+  const secret = secretFile('auth.proxy.secretFile', path) ?? '';
+  if (secret.length < MIN_PROXY_SECRET_LENGTH) throw new ConfigError('auth.proxy.secretFile', `${path} holds ${secret.length} characters after trimming; the proxy's shared secret must be ${what}`);
+  return { header, trustedCidrs, secretHeader, secret };
 }
 
 function endpoint(raw: Json, prefix: 'devvm' | 'pve', defaults: { port: number; user: string }): SshEndpointConfig {
@@ -282,9 +335,6 @@ function parseConfig(options: LoadOptions): Config {
     return { operator: str(`${key}.operator`, operator, ''), sha256 };
   });
   if (authMode === 'token' && tokenEntries.length === 0) throw new ConfigError('auth.tokens', 'auth.mode "token" needs at least one token');
-  const trustedCidrs = list('auth.proxy.trustedCidrs', at(raw, 'auth.proxy.trustedCidrs'));
-  trustedCidrs.forEach((cidr) => parseCidr('auth.proxy.trustedCidrs', cidr));
-  if (authMode === 'proxy' && trustedCidrs.length === 0) throw new ConfigError('auth.proxy.trustedCidrs', 'auth.mode "proxy" needs the proxy addresses it trusts');
   const operators = list('auth.operators', at(raw, 'auth.operators'));
   if (authMode === 'proxy' && operators.length === 0) throw new ConfigError('auth.operators', 'auth.mode "proxy" needs an operator allowlist');
 
@@ -346,7 +396,7 @@ function parseConfig(options: LoadOptions): Config {
     auth: {
       mode: authMode,
       tokens: tokenEntries,
-      proxy: { header: str('auth.proxy.header', at(raw, 'auth.proxy.header'), 'x-forwarded-user').toLowerCase(), trustedCidrs },
+      proxy: proxyAuth(raw, authMode, roles.includes('server')),
       operators,
       labToken: authMode === 'lab' ? optStr('BREAKGLASS_LAB_TOKEN', env.BREAKGLASS_LAB_TOKEN) : null,
     },
@@ -365,7 +415,8 @@ function parseConfig(options: LoadOptions): Config {
     metrics: {
       port: int('metrics.port', at(raw, 'metrics.port'), 9464, 0, 65535),
       sdkPrometheusAddress: optStr('metrics.sdkPrometheusAddress', at(raw, 'metrics.sdkPrometheusAddress')),
-      token: secretFile('metrics.tokenFile', at(raw, 'metrics.tokenFile')),
+      // Only the console's /metrics asks for it: a worker-only process never reads the file.
+      token: roles.includes('server') ? secretFile('metrics.tokenFile', at(raw, 'metrics.tokenFile')) : null,
     },
   };
 }

@@ -2,32 +2,51 @@
 // untrusted addresses (and address-spoofing headers), header case/whitespace/duplicate tricks,
 // malformed, forged and tampered bearer tokens and session cookies, CSRF variants on
 // cookie-authenticated (and proxy-authenticated) mutations, and the lab token from
-// non-loopback addresses. Every attempt must be refused (401/403, or a 400 for a request that
+// non-loopback addresses. Proxy mode also gets missing, wrong and misplaced shared secrets, and
+// scaled(10,000) generated requests (forged addresses, headers, secrets) straight at `identify`. Every attempt must be refused (401/403, or a 400 for a request that
 // is not valid HTTP) and reach nothing: ZERO accepted. Controls — the legitimate request next to
 // each family — prove the checks can tell the difference.
 //
 // Over the real HTTP port; where a remote address other than loopback is needed, through
 // Fastify's inject with `remoteAddress` (the same app, the same auth code).
 import { createHash } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { isIP } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { FastifyRequest } from 'fastify';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createAuthenticator, SESSION_COOKIE } from '../server/auth.js';
+import { AuthError, createAuthenticator, SESSION_COOKIE } from '../server/auth.js';
 import { loadConfig } from '../server/config.js';
 import { LiveBus } from '../server/live-bus.js';
 import { serveFake, type FakeSessions } from './helpers/abuse-fakes.js';
 import { closeAgent, send, sendRaw, type HttpAnswer } from './helpers/abuse-http.js';
+import { scaled, scaledTimeout } from './helpers/abuse-scale.js';
 
 const ALICE = 'alice-abuse-auth-token-0123456789';
 const BOB = 'bob-abuse-auth-token-0123456789ab';
 const MALLORY = 'mallory-abuse-auth-token-0123456'; // valid token, operator not on the allowlist
 const LAB = 'lab-abuse-auth-token-0123456789ab';
 const LIVE = 'live-push-abuse-token-0123456789';
+const PROXY_SECRET = 'proxy-shared-secret-abuse-auth-0123456789';
+const OTHER_PROXY_SECRET = 'proxy-shared-secret-other-deployment-0123';
+/** The headers the trusted proxy adds: the identity and the shared secret. */
+const fromProxy = <T extends string | string[]>(identity: T) => ({ 'x-forwarded-user': identity, 'x-breakglass-proxy-secret': PROXY_SECRET });
 const sha = (text: string) => createHash('sha256').update(text).digest('hex');
 const endpoints = {
   devvm: { host: '127.0.0.1', keyFile: '/dev/null', fingerprints: ['SHA256:' + 'A'.repeat(43)] },
   pve: { host: '127.0.0.1', keyFile: '/dev/null', fingerprints: ['SHA256:' + 'A'.repeat(43)] },
 };
 const authOf = (auth: Record<string, unknown>, env: Record<string, string> = {}) => createAuthenticator(loadConfig({ env, file: { ...endpoints, auth } }));
+
+let secretDir: string;
+/** Proxy-mode auth config: these trusted ranges, alice on the allowlist, PROXY_SECRET shared. */
+const proxyAuth = (trustedCidrs: string[]) => ({ mode: 'proxy', proxy: { trustedCidrs, secretFile: join(secretDir, 'proxy-secret') }, operators: ['alice'] });
+beforeAll(async () => {
+  secretDir = await mkdtemp(join(tmpdir(), 'bg-abuse-auth-'));
+  await writeFile(join(secretDir, 'proxy-secret'), `${PROXY_SECRET}\n`);
+});
 
 const CREATE = JSON.stringify({ description: 'abuse-auth: must never be created' });
 const B64URL = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
@@ -57,7 +76,7 @@ function expectRefused(family: string, fake: FakeSessions, callsBefore: number, 
     const body = JSON.parse(answer.text ?? '') as { error: string; message: string };
     expect(['unauthenticated', 'forbidden', 'csrf']).toContain(body.error);
     // The refusal never echoes a credential back.
-    for (const secret of [ALICE, BOB, MALLORY, LAB, LIVE]) expect(answer.text).not.toContain(secret);
+    for (const secret of [ALICE, BOB, MALLORY, LAB, LIVE, PROXY_SECRET]) expect(answer.text).not.toContain(secret);
   }
 }
 
@@ -98,6 +117,7 @@ afterAll(async () => {
   console.log(['abuse-auth counts:', `  attempts: ${total}, accepted: ${accepted}`, `  legitimate controls (accepted, as they must be): ${controlTotal}`, '  by family:', ...lines].join('\n'));
   for (const server of servers) await server.app.close();
   closeAgent();
+  await rm(secretDir, { recursive: true, force: true });
 });
 
 // ------------------------------------------------------------------------------- proxy mode
@@ -120,14 +140,14 @@ describe('abuse: proxy auth — identity headers from an untrusted address', () 
   let untrusted: Server;
   let trusted: Server;
   beforeAll(async () => {
-    untrusted = await serve({ mode: 'proxy', proxy: { trustedCidrs: ['10.0.0.0/8', 'fd00::/8'] }, operators: ['alice'] });
-    trusted = await serve({ mode: 'proxy', proxy: { trustedCidrs: ['127.0.0.1/32'] }, operators: ['alice'] });
+    untrusted = await serve(proxyAuth(['10.0.0.0/8', 'fd00::/8']));
+    trusted = await serve(proxyAuth(['127.0.0.1/32']));
   });
 
-  it('when any identity header (any case) plus any address-spoofing header comes from 127.0.0.1 (not the proxy), then 401 on reads and mutations', async () => {
+  it('when any identity header (any case) plus any address-spoofing header comes from 127.0.0.1 (not the proxy), then 401 on reads and mutations, even with the shared secret', async () => {
     await fc.assert(
-      fc.asyncProperty(fc.constantFrom(...IDENTITY_HEADERS), fc.constantFrom(...SPOOF_HEADERS), fc.constantFrom('alice', 'admin', 'root'), fc.boolean(), async (name, spoof, who, withBearer) => {
-        const headers = { [name]: who, ...spoof, ...(withBearer ? { authorization: `Bearer ${ALICE}` } : {}) };
+      fc.asyncProperty(fc.constantFrom(...IDENTITY_HEADERS), fc.constantFrom(...SPOOF_HEADERS), fc.constantFrom('alice', 'admin', 'root'), fc.boolean(), fc.boolean(), async (name, spoof, who, withBearer, withSecret) => {
+        const headers = { [name]: who, ...spoof, ...(withBearer ? { authorization: `Bearer ${ALICE}` } : {}), ...(withSecret ? { 'x-breakglass-proxy-secret': PROXY_SECRET } : {}) };
         await attempt('proxy: forged identity, untrusted source', untrusted, me(headers));
         await attempt('proxy: forged identity, untrusted source', untrusted, create({ ...headers, origin: `http://127.0.0.1:${untrusted.port}` }));
       }),
@@ -139,11 +159,11 @@ describe('abuse: proxy auth — identity headers from an untrusted address', () 
     const outside = ['11.0.0.1', '9.255.255.255', '127.0.0.1', '::1', '::ffff:11.0.0.1', '::ffff:127.0.0.1', 'fe80::1', 'fc00::1', '0.0.0.0', '::', '10.0.0.1.evil.example', '010.0.0.1', '10.0.0.256', 'unknown'];
     for (const remoteAddress of outside) {
       for (const spoof of SPOOF_HEADERS) {
-        await attemptFrom('proxy: untrusted socket address', untrusted, remoteAddress, { method: 'GET', url: '/api/me', headers: { 'x-forwarded-user': 'alice', ...spoof } });
+        await attemptFrom('proxy: untrusted socket address', untrusted, remoteAddress, { method: 'GET', url: '/api/me', headers: { ...fromProxy('alice'), ...spoof } });
       }
     }
     for (const remoteAddress of ['10.0.0.5', '10.255.255.254', '::ffff:10.0.0.5', 'fd00::5']) {
-      const res = await untrusted.app.inject({ method: 'GET', url: '/api/me', headers: { 'x-forwarded-user': 'alice' }, remoteAddress });
+      const res = await untrusted.app.inject({ method: 'GET', url: '/api/me', headers: fromProxy('alice'), remoteAddress });
       control('proxy: trusted socket address', { status: res.statusCode }, remoteAddress);
     }
   });
@@ -153,25 +173,168 @@ describe('abuse: proxy auth — identity headers from an untrusted address', () 
       ['alice', 'alice'], ['alice', 'mallory'], ['mallory', 'alice'], 'alice,alice', 'alice, bob', 'alice;bob', 'al ice', 'ALICE', 'Alice', 'alice@evil.example', 'alice+admin',
       'admin', 'root', 'mallory', '*', '../alice', 'alice/..', 'alice\\', 'alice%00', '', '"alice"', "'alice'", 'alice.', '.alice', 'a'.repeat(201), 'alice\u00a0',
     ];
-    for (const value of fixed) await attempt('proxy: bad identity from the trusted proxy', trusted, me({ 'x-forwarded-user': value }));
+    for (const value of fixed) await attempt('proxy: bad identity from the trusted proxy', trusted, me(fromProxy(value)));
     await fc.assert(
       fc.asyncProperty(fc.string({ unit: fc.constantFrom(...'aliceALICE@+-._ ,;:/\\"\'%*0123456789'), maxLength: 24 }).filter((v) => v.trim() !== 'alice'), async (value) => {
-        await attempt('proxy: bad identity from the trusted proxy', trusted, me({ 'x-forwarded-user': value }));
+        await attempt('proxy: bad identity from the trusted proxy', trusted, me(fromProxy(value)));
       }),
       { numRuns: 150 },
     );
     // Header-name tricks the proxy would not have set (underscore, other names) identify nobody.
     for (const name of ['x_forwarded_user', 'x-forwarded-users', 'x-forwarded-user-x', 'forwarded-user', 'x-forwarded-for']) {
-      await attempt('proxy: identity under another header name', trusted, me({ [name]: 'alice' }));
+      await attempt('proxy: identity under another header name', trusted, me({ [name]: 'alice', 'x-breakglass-proxy-secret': PROXY_SECRET }));
     }
     // Raw bytes: non-Latin-1 look-alikes (Cyrillic а), a space before the colon, obs-fold.
     for (const line of ['X-Forwarded-User: \u0430lice', 'X-Forwarded-User : alice', 'X-Forwarded-User:\r\n alice', 'X-Forwarded-User: ali\u0000ce']) {
       const before = trusted.fake.calls.length;
-      const answer = await sendRaw(trusted.port, Buffer.from(`GET /api/me HTTP/1.1\r\nHost: 127.0.0.1:${trusted.port}\r\n${line}\r\nConnection: close\r\n\r\n`, 'utf8'));
+      const answer = await sendRaw(trusted.port, Buffer.from(`GET /api/me HTTP/1.1\r\nHost: 127.0.0.1:${trusted.port}\r\nX-Breakglass-Proxy-Secret: ${PROXY_SECRET}\r\n${line}\r\nConnection: close\r\n\r\n`, 'utf8'));
       expectRefused('proxy: raw header tricks', trusted.fake, before, { status: answer.status, text: answer.body }, JSON.stringify(line));
     }
-    control('proxy: exact identity', await send(trusted.port, me({ 'x-forwarded-user': 'alice' })), 'alice');
+    control('proxy: exact identity', await send(trusted.port, me(fromProxy('alice'))), 'alice');
   });
+
+  it('when the trusted address sends a missing, wrong, near-miss, doubled or misplaced shared secret, then 401 on reads and mutations; the exact secret under any header-name case is accepted', async () => {
+    const flip = (text: string, at: number) => text.slice(0, at) + (text[at] === 'x' ? 'y' : 'x') + text.slice(at + 1);
+    const secrets: (string | string[] | undefined)[] = [
+      undefined, '', ' ', OTHER_PROXY_SECRET, PROXY_SECRET.slice(0, -1), `${PROXY_SECRET}x`, `x${PROXY_SECRET}`, PROXY_SECRET.toUpperCase(), flip(PROXY_SECRET, 0), flip(PROXY_SECRET, PROXY_SECRET.length - 1),
+      `${PROXY_SECRET},${PROXY_SECRET}`, [PROXY_SECRET, PROXY_SECRET], [PROXY_SECRET, 'wrong'], sha(PROXY_SECRET), Buffer.from(PROXY_SECRET).toString('base64'), `Bearer ${PROXY_SECRET}`, encodeURIComponent(`${PROXY_SECRET}/`),
+    ];
+    for (const secret of secrets) {
+      const headers = { 'x-forwarded-user': 'alice', ...(secret === undefined ? {} : { 'x-breakglass-proxy-secret': secret }) };
+      const answer = await attempt('proxy: wrong shared secret from the trusted address', trusted, me(headers));
+      expect(JSON.parse(answer.text).message, JSON.stringify(secret)).toBe("x-breakglass-proxy-secret: the proxy's shared secret is missing or wrong");
+      await attempt('proxy: wrong shared secret from the trusted address', trusted, create({ ...headers, origin: `http://127.0.0.1:${trusted.port}`, 'sec-fetch-site': 'same-origin' }));
+    }
+    // The right secret anywhere but its own header proves nothing.
+    const misplacedSecrets: Record<string, string>[] = [{ 'x-breakglass-proxy-secrets': PROXY_SECRET }, { 'x_breakglass_proxy_secret': PROXY_SECRET }, { 'x-proxy-secret': PROXY_SECRET }, { authorization: `Bearer ${PROXY_SECRET}` }, { cookie: `${SESSION_COOKIE}=${PROXY_SECRET}` }, { 'x-forwarded-user': PROXY_SECRET }];
+    for (const misplaced of misplacedSecrets) {
+      await attempt('proxy: shared secret under another header', trusted, me({ 'x-forwarded-user': 'alice', ...misplaced }));
+    }
+    // Raw bytes: the header given twice (Node joins the values), folded, or with a space before the colon.
+    for (const lines of [`X-Breakglass-Proxy-Secret: ${PROXY_SECRET}\r\nX-Breakglass-Proxy-Secret: ${PROXY_SECRET}`, `X-Breakglass-Proxy-Secret:\r\n ${PROXY_SECRET}`, `X-Breakglass-Proxy-Secret : ${PROXY_SECRET}`]) {
+      const before = trusted.fake.calls.length;
+      const answer = await sendRaw(trusted.port, Buffer.from(`GET /api/me HTTP/1.1\r\nHost: 127.0.0.1:${trusted.port}\r\nX-Forwarded-User: alice\r\n${lines}\r\nConnection: close\r\n\r\n`, 'utf8'));
+      expectRefused('proxy: raw shared-secret tricks', trusted.fake, before, { status: answer.status, text: answer.body }, JSON.stringify(lines));
+    }
+    for (const name of ['x-breakglass-proxy-secret', 'X-Breakglass-Proxy-Secret', 'X-BREAKGLASS-PROXY-SECRET']) {
+      control('proxy: exact shared secret', await send(trusted.port, me({ 'x-forwarded-user': 'alice', [name]: PROXY_SECRET })), name);
+    }
+  });
+});
+
+// -------------------------------------------------- proxy mode: generated requests at identify
+
+/** A socket address the generator knows the trust of, for ranges 10.0.0.0/8 and fd00::/8. */
+type LabelledAddress = { address: string | undefined; trusted: boolean };
+const octet = fc.integer({ min: 0, max: 255 });
+const hextet = fc.integer({ min: 0, max: 0xffff }).map((n) => n.toString(16));
+const trustedAddress: fc.Arbitrary<LabelledAddress> = fc.oneof(
+  fc.tuple(octet, octet, octet).map(([a, b, c]) => `10.${a}.${b}.${c}`),
+  fc.tuple(octet, octet, octet).map(([a, b, c]) => `::ffff:10.${a}.${b}.${c}`),
+  fc.tuple(fc.integer({ min: 0, max: 0xff }), hextet, hextet).map(([a, b, c]) => `fd${a.toString(16).padStart(2, '0')}:${b}::${c}`),
+).map((address) => ({ address, trusted: true }));
+const untrustedAddress: fc.Arbitrary<LabelledAddress> = fc.oneof(
+  fc.tuple(octet.filter((a) => a !== 10), octet, octet, octet).map(([a, b, c, d]) => `${a}.${b}.${c}.${d}`),
+  fc.tuple(octet.filter((a) => a !== 10), octet, octet, octet).map(([a, b, c, d]) => `::ffff:${a}.${b}.${c}.${d}`),
+  fc.tuple(hextet.filter((h) => !/^fd..$/.test(h)), hextet).map(([a, b]) => `${a}::${b}`),
+  // What ipaddr.js alone would read as 10.x or 8.x (inet_aton forms), and look-alikes of trusted addresses.
+  fc
+    .tuple(octet, octet, fc.constantFrom(
+      (a: number, b: number) => `010.0.${a}.${b}`,
+      (a: number) => `10.${a}`,
+      (a: number, b: number) => `0x0a.0.${a}.${b}`,
+      (a: number, b: number) => `10.0.${a}.${b}.evil.example`,
+      (a: number, b: number) => ` 10.0.${a}.${b}`,
+      (a: number, b: number) => `10.0.${a}.${b}/8`,
+      (a: number) => `[fd00::${a}]`,
+    ))
+    .map(([a, b, form]) => form(a, b)),
+  fc.constantFrom('', 'unknown', 'localhost', '127.0.0.1', '::1', '::', '0.0.0.0', '::ffff:127.0.0.1'),
+  fc.string({ maxLength: 20 }).filter((text) => isIP(text) === 0),
+).map((address) => ({ address, trusted: false }));
+const socketAddress = fc.oneof({ weight: 3, arbitrary: trustedAddress }, { weight: 2, arbitrary: untrustedAddress }, { weight: 1, arbitrary: fc.constant<LabelledAddress>({ address: undefined, trusted: false }) });
+
+/** The shared-secret header as sent, and whether it is exactly the secret. */
+type LabelledSecret = { headers: Record<string, string | string[]>; exact: boolean };
+const nearMiss = fc.tuple(fc.nat({ max: PROXY_SECRET.length - 1 }), fc.constantFrom(...B64URL, ' ', ',', '\t'), fc.constantFrom('flip', 'drop', 'insert')).map(([at, ch, how]) => {
+  const chars = [...PROXY_SECRET];
+  if (how === 'flip') chars[at] = chars[at] === ch ? (ch === 'a' ? 'b' : 'a') : ch;
+  else if (how === 'drop') chars.splice(at, 1);
+  else chars.splice(at, 0, ch);
+  return chars.join('');
+});
+const secretHeader = (value: string | string[]) => ({ 'x-breakglass-proxy-secret': value });
+const sharedSecret: fc.Arbitrary<LabelledSecret> = fc.oneof(
+  { weight: 4, arbitrary: fc.constant({ headers: secretHeader(PROXY_SECRET), exact: true }) },
+  {
+    weight: 5,
+    arbitrary: fc
+      .oneof(
+        fc.constant<Record<string, string | string[]>>({}),
+        nearMiss.map(secretHeader),
+        fc.constantFrom('', OTHER_PROXY_SECRET, PROXY_SECRET.toUpperCase(), ` ${PROXY_SECRET}`, `${PROXY_SECRET} `, `${PROXY_SECRET}, ${PROXY_SECRET}`, sha(PROXY_SECRET), `Bearer ${PROXY_SECRET}`).map(secretHeader),
+        fc.constant(secretHeader([PROXY_SECRET, PROXY_SECRET])),
+        fc.string({ maxLength: 60 }).map(secretHeader),
+        fc.constantFrom('x-breakglass-proxy-secrets', 'x_breakglass_proxy_secret', 'x-proxy-secret', 'x-forwarded-secret', 'authorization').map((name) => ({ [name]: PROXY_SECRET })),
+      )
+      .map((headers) => ({ headers, exact: false })),
+  },
+);
+
+/** The identity header as sent, and what identify must make of it given the rest is right. */
+type LabelledIdentity = { headers: Record<string, string | string[]>; outcome: 'alice' | 403 | 401 };
+const identityHeader: fc.Arbitrary<LabelledIdentity> = fc.oneof(
+  { weight: 4, arbitrary: fc.constant<LabelledIdentity>({ headers: { 'x-forwarded-user': 'alice' }, outcome: 'alice' }) },
+  { weight: 2, arbitrary: fc.constantFrom('bob', 'mallory', 'admin', 'root', 'ALICE', 'Alice', 'alice@evil.example', 'alice+admin', 'a'.repeat(200)).map((who): LabelledIdentity => ({ headers: { 'x-forwarded-user': who }, outcome: 403 })) },
+  {
+    weight: 2,
+    arbitrary: fc
+      .oneof(
+        fc.constant<Record<string, string | string[]>>({}),
+        fc.constantFrom('', 'alice, bob', 'al ice', 'alice;bob', 'a'.repeat(201), 'alice\u0000', '"alice"', 'alice\u00a0', '\u0430lice').map((who) => ({ 'x-forwarded-user': who })),
+        fc.constant<Record<string, string | string[]>>({ 'x-forwarded-user': ['alice', 'alice'] }),
+        fc.constantFrom('x-remote-user', 'x-auth-request-user', 'x_forwarded_user').map((name) => ({ [name]: 'alice' })),
+      )
+      .map((headers): LabelledIdentity => ({ headers, outcome: 401 })),
+  },
+);
+
+describe('abuse: proxy auth — generated requests straight at identify', () => {
+  it(
+    `when ${scaled(10_000).toLocaleString('en')} generated requests combine socket addresses, shared secrets, identities and spoofing headers, then only a trusted address with the exact secret and an allowlisted identity is accepted`,
+    () => {
+      const auth = authOf(proxyAuth(['10.0.0.0/8', 'fd00::/8']));
+      const tally = { runs: 0, accepted: 0, refused: 0 };
+      const started = performance.now();
+      fc.assert(
+        fc.property(socketAddress, sharedSecret, identityHeader, fc.constantFrom(...SPOOF_HEADERS), (socket, secret, identity, spoof) => {
+          tally.runs++;
+          const request = { socket: { remoteAddress: socket.address }, headers: { ...spoof, ...secret.headers, ...identity.headers } } as unknown as FastifyRequest;
+          const expected = !socket.trusted ? 401 : !secret.exact ? 401 : identity.outcome;
+          let outcome: string | number;
+          let message = '';
+          try {
+            outcome = auth.identify(request);
+            tally.accepted++;
+          } catch (error) {
+            expect(error).toBeInstanceOf(AuthError);
+            outcome = (error as AuthError).statusCode;
+            message = (error as AuthError).message;
+            tally.refused++;
+          }
+          expect(outcome, JSON.stringify({ socket, secret, identity })).toBe(expected);
+          if (socket.trusted && !secret.exact) expect(message).toBe("x-breakglass-proxy-secret: the proxy's shared secret is missing or wrong");
+          expect(message).not.toContain(PROXY_SECRET);
+        }),
+        { numRuns: scaled(10_000) },
+      );
+      const seconds = ((performance.now() - started) / 1000).toFixed(1);
+      console.log(`abuse-auth: identify (proxy mode): ${tally.runs} generated requests in ${seconds} s — ${tally.accepted} accepted (trusted address, exact secret, allowlisted identity), ${tally.refused} refused`);
+      expect(tally.runs).toBeGreaterThanOrEqual(scaled(10_000));
+      expect(tally.accepted).toBeGreaterThan(0);
+    },
+    scaledTimeout(60_000),
+  );
 });
 
 // ------------------------------------------------------------------------------- token mode
@@ -334,7 +497,7 @@ describe('abuse: CSRF on cookie- and proxy-authenticated mutations', () => {
   let host: string;
   beforeAll(async () => {
     server = await serve({ mode: 'token', tokens: [{ operator: 'alice', sha256: sha(ALICE) }] });
-    proxy = await serve({ mode: 'proxy', proxy: { trustedCidrs: ['127.0.0.1/32'] }, operators: ['alice'] });
+    proxy = await serve(proxyAuth(['127.0.0.1/32']));
     cookie = `${SESSION_COOKIE}=${await cookieFor(server, ALICE)}`;
     host = `127.0.0.1:${server.port}`;
   });
@@ -385,12 +548,12 @@ describe('abuse: CSRF on cookie- and proxy-authenticated mutations', () => {
     for (const extra of [{}, { authorization: 'Basic YWxpY2U6c2VjcmV0' }, { authorization: 'Bearer not-a-breakglass-token-000' }, { authorization: 'Negotiate YIIx' }] as Record<string, string>[]) {
       for (const origin of [undefined, 'null', 'http://evil.example']) {
         for (const mutation of MUTATIONS('bg-20260611-0312-k7qm')) {
-          const headers: Record<string, string> = { 'x-forwarded-user': 'alice', ...json(mutation), ...extra, ...(origin ? { origin, 'sec-fetch-site': 'cross-site' } : {}) };
+          const headers: Record<string, string> = { ...fromProxy('alice'), ...json(mutation), ...extra, ...(origin ? { origin, 'sec-fetch-site': 'cross-site' } : {}) };
           await attempt('csrf: proxy mode', proxy, { ...mutation, headers });
         }
       }
     }
-    control('csrf: proxy mode same-origin', await send(proxy.port, { ...MUTATIONS('x')[0]!, headers: { 'x-forwarded-user': 'alice', 'content-type': 'application/json', origin: `http://${proxyHost}`, 'sec-fetch-site': 'same-origin' } }), 'same origin');
+    control('csrf: proxy mode same-origin', await send(proxy.port, { ...MUTATIONS('x')[0]!, headers: { ...fromProxy('alice'), 'content-type': 'application/json', origin: `http://${proxyHost}`, 'sec-fetch-site': 'same-origin' } }), 'same origin');
   });
 });
 

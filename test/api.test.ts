@@ -1,5 +1,8 @@
 import { createHash } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from '../server/app.js';
@@ -351,18 +354,54 @@ describe('rate limits', () => {
 });
 
 describe('proxy auth', () => {
-  it('when the identity header comes from an untrusted address, then 401; an operator off the allowlist gets 403', async () => {
-    const untrusted = await serve({ mode: 'proxy', proxy: { trustedCidrs: ['10.0.0.0/8'] }, operators: ['alice'] });
-    const forged = await fetch(`${untrusted.base}/api/me`, { headers: { 'x-forwarded-user': 'alice' } });
+  const SECRET = 'proxy-shared-secret-api-test-0123456789';
+  let dir: string;
+  let secretFile: string;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'bg-api-proxy-'));
+    secretFile = join(dir, 'secret');
+    await writeFile(secretFile, `${SECRET}\n`);
+  });
+  afterAll(() => rm(dir, { recursive: true, force: true }));
+  const proxyAuth = (trustedCidrs: string[]) => ({ mode: 'proxy', proxy: { trustedCidrs, secretFile }, operators: ['alice'] });
+
+  it('when the identity header comes from an untrusted address, then 401 even with the right secret; an operator off the allowlist gets 403', async () => {
+    const untrusted = await serve(proxyAuth(['10.0.0.0/8']));
+    const forged = await fetch(`${untrusted.base}/api/me`, { headers: { 'x-forwarded-user': 'alice', 'x-breakglass-proxy-secret': SECRET } });
     expect(forged.status).toBe(401);
     expect(((await forged.json()) as { message: string }).message).toMatch(/proxy/);
 
-    const trusted = await serve({ mode: 'proxy', proxy: { trustedCidrs: ['127.0.0.1/32'] }, operators: ['alice'] });
-    const me = await fetch(`${trusted.base}/api/me`, { headers: { 'x-forwarded-user': 'alice' } });
+    const trusted = await serve(proxyAuth(['127.0.0.1/32']));
+    const me = await fetch(`${trusted.base}/api/me`, { headers: { 'x-forwarded-user': 'alice', 'x-breakglass-proxy-secret': SECRET } });
     expect(me.status).toBe(200);
     expect(await me.json()).toMatchObject({ operator: 'alice', authMode: 'proxy' });
-    expect((await fetch(`${trusted.base}/api/me`, { headers: { 'x-forwarded-user': 'mallory' } })).status).toBe(403);
-    expect((await fetch(`${trusted.base}/api/me`)).status).toBe(401);
+    expect((await fetch(`${trusted.base}/api/me`, { headers: { 'x-forwarded-user': 'mallory', 'x-breakglass-proxy-secret': SECRET } })).status).toBe(403);
+    expect((await fetch(`${trusted.base}/api/me`, { headers: { 'x-breakglass-proxy-secret': SECRET } })).status).toBe(401);
+  });
+
+  it("when the trusted address sends no secret or a wrong one, then 401 naming the header; the secret appears in no response and no log line", async () => {
+    const logLines: string[] = [];
+    const { base } = await serve(proxyAuth(['127.0.0.1/32']), {}, undefined, logLines);
+    const seen: string[] = [];
+    const ask = async (headers: Record<string, string>, path = '/api/me') => {
+      const response = await fetch(`${base}${path}`, { headers });
+      const body = await response.text();
+      seen.push(body, JSON.stringify([...response.headers]));
+      return { status: response.status, body };
+    };
+    for (const secret of [undefined, '', 'wrong', SECRET.slice(0, -1), `${SECRET}x`, SECRET.toUpperCase(), `${SECRET}, ${SECRET}`]) {
+      const refused = await ask({ 'x-forwarded-user': 'alice', ...(secret === undefined ? {} : { 'x-breakglass-proxy-secret': secret }) });
+      expect({ status: refused.status, body: JSON.parse(refused.body) as unknown }, JSON.stringify(secret)).toEqual({
+        status: 401,
+        body: { error: 'unauthenticated', message: "x-breakglass-proxy-secret: the proxy's shared secret is missing or wrong" },
+      });
+    }
+    // The secret is the proxy's credential, not a client's: as a bearer token it is nothing.
+    expect((await ask({ authorization: `Bearer ${SECRET}` })).status).toBe(401);
+    expect((await ask({ 'x-forwarded-user': 'alice', 'x-breakglass-proxy-secret': SECRET })).status).toBe(200);
+    expect((await ask({ 'x-forwarded-user': 'alice', 'x-breakglass-proxy-secret': SECRET }, '/api/sessions')).status).toBe(200);
+    expect(logLines.length).toBeGreaterThan(0);
+    for (const text of [...seen, ...logLines]) expect(text).not.toContain(SECRET);
   });
 });
 

@@ -157,7 +157,18 @@ const mount = (container: Container, name: string) => container.volumeMounts.fin
 // ---- values ----
 
 const HASH_ALICE = 'a'.repeat(64);
+const PROXY_SECRET = 'test-proxy-shared-secret-0123456789abcdef';
 const FP = (char: string) => `SHA256:${char.repeat(43)}`;
+
+/** ingress-nginx's pods in its namespace: the chart's default proxy peer. */
+const INGRESS_NGINX_PEER: PolicyPeer = {
+  namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'ingress-nginx' } },
+  podSelector: { matchLabels: { 'app.kubernetes.io/name': 'ingress-nginx' } },
+};
+const PROMETHEUS_PEER: PolicyPeer = {
+  namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'monitoring' } },
+  podSelector: { matchLabels: { 'app.kubernetes.io/name': 'prometheus' } },
+};
 
 /** Separate worker, ingress with forward auth, PVC, proxy auth, Temporal Cloud by API key. */
 const NON_DEFAULT = {
@@ -175,8 +186,14 @@ const NON_DEFAULT = {
   policy: { mutatingVerbs: 'two-person', devvmCommands: 'allowlist', toolCallsPerMessage: 12 },
   approvals: { expiryMinutes: 5 },
   lease: { holdMinutes: 0 },
-  auth: { mode: 'proxy', proxy: { header: 'x-auth-request-user', trustedCidrs: ['10.42.0.0/16'] }, operators: ['alice', 'bob'] },
+  auth: {
+    mode: 'proxy',
+    proxy: { header: 'x-auth-request-user', trustedCidrs: ['10.42.0.0/16'], secret: { existingSecret: 'bg-proxy', item: 'shared' } },
+    operators: ['alice', 'bob'],
+  },
+  metrics: { token: { existingSecret: 'bg-metrics', item: 'scrape-token' } },
   worker: { separate: true },
+  identity: { existingSecret: 'bg-identity' },
   persistence: { enabled: true, storageClass: 'fast', size: '5Gi' },
   ingress: {
     enabled: true,
@@ -189,7 +206,14 @@ const NON_DEFAULT = {
     },
   },
   networkPolicy: {
-    ingress: { controllerNamespace: 'ingress-nginx' },
+    ingress: {
+      // Another controller: its labels replace the defaults (null drops a default label).
+      fromProxy: {
+        namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'edge' } },
+        podSelector: { matchLabels: { 'app.kubernetes.io/name': null, 'app.kubernetes.io/instance': 'edge-nginx' } },
+      },
+      from: [PROMETHEUS_PEER],
+    },
     egress: { pve: { cidrs: ['10.20.0.2/32'] }, temporal: { cidrs: ['0.0.0.0/0'] } },
   },
 };
@@ -304,6 +328,20 @@ async function loadRendered(docs: Manifest[], deployment: Deployment) {
   const etc = await mkdtemp(join(scratch, 'etc-'));
   await mkdir(join(etc, 'anthropic'));
   await writeFile(join(etc, 'anthropic/api-key'), 'test-anthropic-key\n');
+  // Secrets as the pod mounts them (the proxy secret and metrics token: the console pod only).
+  const mounts = deployment.spec.template.spec.containers[0]?.volumeMounts.map((m) => m.name) ?? [];
+  if (mounts.includes('proxy-secret')) {
+    await mkdir(join(etc, 'proxy-secret'));
+    await writeFile(join(etc, 'proxy-secret/secret'), `${PROXY_SECRET}\n`);
+  }
+  if (mounts.includes('identity')) {
+    await mkdir(join(etc, 'identity'));
+    await writeFile(join(etc, 'identity/key'), 'test-identity-key-0123456789abcdef0123\n');
+  }
+  if (mounts.includes('metrics-token')) {
+    await mkdir(join(etc, 'metrics-token'));
+    await writeFile(join(etc, 'metrics-token/token'), 'test-metrics-token-0123456789\n');
+  }
   const file = JSON.parse(text.replaceAll('/etc/breakglass/', `${etc}/`)) as Record<string, unknown>;
   const env = envOf(deployment.spec.template.spec.containers[0] as Container);
   return loadConfig({ file, env: { ...env, BREAKGLASS_CONFIG: '' } });
@@ -390,12 +428,24 @@ describe('helm template with the default values', () => {
     expect(volume(pod, 'anthropic')).toBeUndefined();
   });
 
-  it('when the NetworkPolicy applies, then ingress is the HTTP port only and egress is DNS only (nothing else is configured yet)', () => {
+  it('when the NetworkPolicy applies, then ingress is the HTTP port from the ingress controller pods only, and egress is DNS only (nothing else is configured yet)', () => {
     const policy = one<NetworkPolicy>(docs, 'NetworkPolicy', `${RELEASE}-breakglass`);
     expect(policy.spec.podSelector.matchLabels).toEqual(deployment.spec.template.metadata.labels);
     expect(policy.spec.policyTypes).toEqual(['Ingress', 'Egress']);
-    expect(policy.spec.ingress).toEqual([{ ports: [{ protocol: 'TCP', port: 8080 }] }]);
+    // One rule, one peer: namespace AND pod selector in the same peer. A rule without `from`, or
+    // an empty `from`, would admit every source.
+    expect(policy.spec.ingress).toEqual([{ ports: [{ protocol: 'TCP', port: 8080 }], from: [INGRESS_NGINX_PEER] }]);
+    for (const rule of policy.spec.ingress) expect(rule.from?.length, 'every ingress rule names its peers').toBeGreaterThan(0);
     expect(policy.spec.egress).toEqual([DNS_RULE]);
+  });
+
+  it('when token auth is used, then no proxy secret and no metrics token are mounted or configured', () => {
+    const pod = deployment.spec.template.spec;
+    expect(volume(pod, 'proxy-secret')).toBeUndefined();
+    expect(volume(pod, 'metrics-token')).toBeUndefined();
+    const config = JSON.parse(one(docs, 'ConfigMap', `${RELEASE}-breakglass`).data?.['config.json'] as string) as { auth: { proxy: Record<string, unknown> }; metrics?: unknown };
+    expect(config.auth.proxy).toEqual({ header: 'x-forwarded-user', trustedCidrs: [], secretHeader: 'x-breakglass-proxy-secret' });
+    expect(config.metrics).toBeUndefined();
   });
 
   it('when the app loads the rendered config, then it refuses to start naming the first value still to set', async () => {
@@ -495,15 +545,55 @@ describe('helm template with non-default values (separate worker, ingress, PVC, 
     });
   });
 
+  it('when auth.mode is proxy, then the shared secret is mounted from its Secret into the console pod only, and the config names the file', () => {
+    const consolePod = console_.spec.template.spec;
+    const consoleContainer = consolePod.containers[0] as Container;
+    expect(volume(consolePod, 'proxy-secret')?.secret).toEqual({ secretName: 'bg-proxy', defaultMode: 0o440, items: [{ key: 'shared', path: 'secret' }] });
+    expect(mount(consoleContainer, 'proxy-secret')).toEqual({ name: 'proxy-secret', mountPath: '/etc/breakglass/proxy-secret', readOnly: true });
+    // The worker authenticates no one: it never holds the proxy's secret.
+    expect(volume(worker.spec.template.spec, 'proxy-secret')).toBeUndefined();
+    expect(mount(worker.spec.template.spec.containers[0] as Container, 'proxy-secret')).toBeUndefined();
+    const config = JSON.parse(one(docs, 'ConfigMap', `${RELEASE}-breakglass`).data?.['config.json'] as string) as { auth: { proxy: Record<string, unknown> } };
+    expect(config.auth.proxy).toEqual({ header: 'x-auth-request-user', trustedCidrs: ['10.42.0.0/16'], secretHeader: 'x-breakglass-proxy-secret', secretFile: '/etc/breakglass/proxy-secret/secret' });
+  });
+
+  it('when a metrics token Secret is named, then it is mounted into the console pod only and the config names it as metrics.tokenFile', () => {
+    const consolePod = console_.spec.template.spec;
+    expect(volume(consolePod, 'metrics-token')?.secret).toEqual({ secretName: 'bg-metrics', defaultMode: 0o440, items: [{ key: 'scrape-token', path: 'token' }] });
+    expect(mount(consolePod.containers[0] as Container, 'metrics-token')).toEqual({ name: 'metrics-token', mountPath: '/etc/breakglass/metrics-token', readOnly: true });
+    expect(volume(worker.spec.template.spec, 'metrics-token')).toBeUndefined();
+    const config = JSON.parse(one(docs, 'ConfigMap', `${RELEASE}-breakglass`).data?.['config.json'] as string) as { metrics: unknown };
+    expect(config.metrics).toEqual({ tokenFile: '/etc/breakglass/metrics-token/token' });
+  });
+
+  it('when console and worker run in separate pods, then both mount the shared identity key and the config names it', () => {
+    for (const pod of [console_.spec.template.spec, worker.spec.template.spec]) {
+      expect(volume(pod, 'identity')?.secret).toEqual({ secretName: 'bg-identity', defaultMode: 0o440, items: [{ key: 'key', path: 'key' }] });
+      expect(mount(pod.containers[0] as Container, 'identity')).toEqual({ name: 'identity', mountPath: '/etc/breakglass/identity', readOnly: true });
+    }
+    const config = JSON.parse(one(docs, 'ConfigMap', `${RELEASE}-breakglass`).data?.['config.json'] as string) as { identity: unknown };
+    expect(config.identity).toEqual({ keyFile: '/etc/breakglass/identity/key' });
+  });
+
+  it('when installed, then NOTES lists the proxy, identity and metrics Secrets to create', async () => {
+    const notes = await renderNotes(NON_DEFAULT);
+    expect(notes).toContain('Secret bg-identity: key (the key console and worker share to sign and check operator messages)');
+    expect(notes).toContain('Secret bg-proxy: shared (the shared secret your proxy sends in x-breakglass-proxy-secret)');
+    expect(notes).toContain('Secret bg-metrics: scrape-token (the bearer token Prometheus presents for /metrics)');
+  });
+
   it('when the NetworkPolicies apply, then egress is exactly DNS, Temporal, the two SSH ports and the model API, and only where needed', () => {
     const consolePolicy = one<NetworkPolicy>(docs, 'NetworkPolicy', `${RELEASE}-breakglass`);
     const workerPolicy = one<NetworkPolicy>(docs, 'NetworkPolicy', `${RELEASE}-breakglass-worker`);
     const temporalRule: PolicyRule = { to: [{ ipBlock: { cidr: '0.0.0.0/0' } }], ports: [{ protocol: 'TCP', port: 7233 }] };
     // The console (server role): no SSH, no model API.
     expect(consolePolicy.spec.egress).toEqual([DNS_RULE, temporalRule]);
-    expect(consolePolicy.spec.ingress).toEqual([
-      { ports: [{ protocol: 'TCP', port: 8080 }], from: [{ namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'ingress-nginx' } } }] },
-    ]);
+    // The proxy peer with the overridden labels, then the further peers (Prometheus).
+    const edgeProxy: PolicyPeer = {
+      namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'edge' } },
+      podSelector: { matchLabels: { 'app.kubernetes.io/instance': 'edge-nginx' } },
+    };
+    expect(consolePolicy.spec.ingress).toEqual([{ ports: [{ protocol: 'TCP', port: 8080 }], from: [edgeProxy, PROMETHEUS_PEER] }]);
     // The worker: devvm by its IP literal on its SSH port, PVE by the configured CIDR.
     expect(workerPolicy.spec.podSelector.matchLabels['app.kubernetes.io/component']).toBe('worker');
     expect(workerPolicy.spec.ingress).toEqual([]);
@@ -528,7 +618,9 @@ describe('helm template with non-default values (separate worker, ingress, PVC, 
   it('when the app loads the rendered config with the console pod environment, then it accepts it as configured', async () => {
     const config = await loadRendered(docs, console_);
     expect(config.roles).toEqual({ server: true, worker: false });
-    expect(config.auth).toMatchObject({ mode: 'proxy', proxy: { header: 'x-auth-request-user', trustedCidrs: ['10.42.0.0/16'] }, operators: ['alice', 'bob'] });
+    expect(config.auth).toMatchObject({ mode: 'proxy', proxy: { header: 'x-auth-request-user', secretHeader: 'x-breakglass-proxy-secret', secret: PROXY_SECRET }, operators: ['alice', 'bob'] });
+    expect(config.auth.proxy.trustedCidrs.map(([network, bits]) => `${network.toString()}/${bits}`)).toEqual(['10.42.0.0/16']);
+    expect(config.metrics.token).toBe('test-metrics-token-0123456789');
     expect(config.listen).toEqual({ host: '0.0.0.0', port: 8080 });
     expect(config.dataDir).toBe('/data');
     expect(config.devvm).toMatchObject({ host: '10.20.0.12', port: 2222, user: 'bg', knownHostsFile: null, fingerprints: [FP('B')] });
@@ -541,6 +633,22 @@ describe('helm template with non-default values (separate worker, ingress, PVC, 
     const workerConfig = await loadRendered(docs, worker);
     expect(workerConfig.roles).toEqual({ server: false, worker: true });
     expect(workerConfig.agent).toMatchObject({ apiKey: 'test-anthropic-key', configured: true });
+    expect(workerConfig.auth.proxy.secret).toBeNull();
+    expect(workerConfig.metrics.token).toBeNull();
+  });
+});
+
+describe('NetworkPolicy ingress without the proxy peer', () => {
+  const ingressOf = async (values: object) => one<NetworkPolicy>(await render(values), 'NetworkPolicy', `${RELEASE}-breakglass`).spec.ingress;
+
+  it('when fromProxy is off and no further peer is listed, then nothing may connect (no rule, never an open one)', async () => {
+    expect(await ingressOf({ networkPolicy: { ingress: { fromProxy: { enabled: false } } } })).toEqual([]);
+  });
+
+  it('when fromProxy is off and Prometheus is listed, then only Prometheus reaches the HTTP port', async () => {
+    expect(await ingressOf({ networkPolicy: { ingress: { fromProxy: { enabled: false }, from: [PROMETHEUS_PEER] } } })).toEqual([
+      { ports: [{ protocol: 'TCP', port: 8080 }], from: [PROMETHEUS_PEER] },
+    ]);
   });
 });
 
@@ -602,6 +710,10 @@ describe('bad values are refused, naming the value', () => {
     ['a listen address that is loopback', { listenHost: '127.0.0.1' }, /\/listenHost/],
     ['a malformed image digest', { image: { digest: 'sha256:xyz' } }, /\/image\/digest/],
     ['a string where a number belongs', { target: { vmid: '102' } }, /\/target\/vmid/],
+    ['the removed controllerNamespace (now fromProxy)', { networkPolicy: { ingress: { controllerNamespace: 'ingress-nginx' } } }, /\/networkPolicy\/ingress.*additional properties 'controllerNamespace' not allowed/],
+    ['a pod selector that is not a LabelSelector', { networkPolicy: { ingress: { fromProxy: { podSelector: { app: 'nginx' } } } } }, /\/networkPolicy\/ingress\/fromProxy\/podSelector.*additional properties 'app' not allowed/],
+    ['a bad proxy secret Secret name', { auth: { proxy: { secret: { existingSecret: 'Not_A_Name' } } } }, /\/auth\/proxy\/secret\/existingSecret/],
+    ['a misspelt metrics token key', { metrics: { token: { existingSecrets: 'x' } } }, /\/metrics\/token.*additional properties 'existingSecrets' not allowed/],
   ];
 
   it.each(schemaCases)('when the values carry %s, then lint and template fail naming the key', async (_what, values, message) => {
@@ -625,6 +737,10 @@ describe('bad values are refused, naming the value', () => {
     ['a Temporal address with no egress rule', { temporal: { address: 'temporal:7233' } }, 'networkPolicy.egress.temporal: set cidrs or peers'],
     ['a TLS Secret with TLS off', { temporal: { tls: { existingSecret: 'x' } } }, 'temporal.tls.enabled: must be true'],
     ['proxy auth without trusted proxies', { auth: { mode: 'proxy', operators: ['alice'] } }, 'auth.proxy.trustedCidrs and auth.operators'],
+    ['proxy auth without the shared secret', { auth: { mode: 'proxy', operators: ['alice'], proxy: { trustedCidrs: ['10.0.0.0/8'] } } }, 'auth.proxy.secret.existingSecret: required when auth.mode is proxy'],
+    ['the secret header the same as the identity header', { auth: { proxy: { header: 'X-User', secretHeader: 'x-user' } } }, 'auth.proxy.secretHeader: must differ from auth.proxy.header'],
+    ['a separate worker without the shared identity key', { worker: { separate: true } }, 'identity.existingSecret: required when worker.separate is true'],
+    ['a proxy peer without selectors', { networkPolicy: { ingress: { fromProxy: { namespaceSelector: null, podSelector: null } } } }, 'networkPolicy.ingress.fromProxy: set namespaceSelector and/or podSelector, or enabled: false'],
     ['no known_hosts and no fingerprints', { ssh: { items: { knownHosts: '' } }, devvm: { host: '10.0.0.5' } }, 'ssh.items.knownHosts: empty'],
   ];
 

@@ -62,6 +62,9 @@ temporalCa: /etc/breakglass/temporal-tls/ca.crt
 temporalCert: /etc/breakglass/temporal-tls/tls.crt
 temporalKey: /etc/breakglass/temporal-tls/tls.key
 temporalApiKey: /etc/breakglass/temporal-api-key/api-key
+proxySecret: /etc/breakglass/proxy-secret/secret
+metricsToken: /etc/breakglass/metrics-token/token
+identityKey: /etc/breakglass/identity/key
 dataDir: /data
 {{- end -}}
 
@@ -97,12 +100,25 @@ Chart-level consistency checks the schema cannot express. Each failure names the
 {{- if and (eq $v.auth.mode "proxy") (not $v.existingConfigSecret.name) (or (empty $v.auth.proxy.trustedCidrs) (empty $v.auth.operators)) -}}
 {{- fail "auth.proxy.trustedCidrs and auth.operators: both required when auth.mode is proxy" -}}
 {{- end -}}
+{{- if and $v.worker.separate (not $v.identity.existingSecret) -}}
+{{- fail "identity.existingSecret: required when worker.separate is true (the key the console signs operator messages with and the worker checks)" -}}
+{{- end -}}
+{{- if eq (lower $v.auth.proxy.header) (lower $v.auth.proxy.secretHeader) -}}
+{{- fail "auth.proxy.secretHeader: must differ from auth.proxy.header" -}}
+{{- end -}}
+{{- if and (eq $v.auth.mode "proxy") (not $v.auth.proxy.secret.existingSecret) -}}
+{{- fail "auth.proxy.secret.existingSecret: required when auth.mode is proxy (the Secret holding the shared secret the proxy sends)" -}}
+{{- end -}}
 {{- if and (not $v.ssh.items.knownHosts) (not $v.existingConfigSecret.name) -}}
 {{- if or (and $v.devvm.host (empty $v.devvm.fingerprints)) (and $v.pve.host (empty $v.pve.fingerprints)) -}}
 {{- fail "ssh.items.knownHosts: empty, so devvm.fingerprints and pve.fingerprints must pin the host keys" -}}
 {{- end -}}
 {{- end -}}
 {{- if $v.networkPolicy.enabled -}}
+{{- $fromProxy := $v.networkPolicy.ingress.fromProxy -}}
+{{- if and $fromProxy.enabled (not (or $fromProxy.namespaceSelector $fromProxy.podSelector)) -}}
+{{- fail "networkPolicy.ingress.fromProxy: set namespaceSelector and/or podSelector, or enabled: false" -}}
+{{- end -}}
 {{- $_ := include "breakglass.sshCidrs" (dict "name" "devvm" "endpoint" $v.devvm "cidrs" $v.networkPolicy.egress.devvm.cidrs) -}}
 {{- $_ := include "breakglass.sshCidrs" (dict "name" "pve" "endpoint" $v.pve "cidrs" $v.networkPolicy.egress.pve.cidrs) -}}
 {{- if and $v.temporal.address (empty $v.networkPolicy.egress.temporal.cidrs) (empty $v.networkPolicy.egress.temporal.peers) -}}
@@ -171,6 +187,8 @@ paths into read-only Secret mounts; operator tokens appear as sha256 hashes.
 {{- if $v.ssh.items.knownHosts }}{{ $_ := set $out "knownHostsFile" $p.knownHosts }}{{ end -}}
 {{- $_ := set $endpoints $name $out -}}
 {{- end -}}
+{{- $proxy := dict "header" $v.auth.proxy.header "trustedCidrs" $v.auth.proxy.trustedCidrs "secretHeader" $v.auth.proxy.secretHeader -}}
+{{- if and (eq $v.auth.mode "proxy") $v.auth.proxy.secret.existingSecret }}{{ $_ := set $proxy "secretFile" $p.proxySecret }}{{ end -}}
 {{- $agent := dict "model" $v.agent.model "maxTokens" (int $v.agent.maxTokens) "maxContextTokens" (int $v.agent.maxContextTokens) -}}
 {{- with $v.agent.baseUrl }}{{ $_ := set $agent "baseUrl" . }}{{ end -}}
 {{- if $v.agent.apiKey.existingSecret }}{{ $_ := set $agent "apiKeyFile" $p.anthropicKey }}{{ end -}}
@@ -185,8 +203,10 @@ paths into read-only Secret mounts; operator tokens appear as sha256 hashes.
   "policy" (dict "mutatingVerbs" $v.policy.mutatingVerbs "devvmCommands" $v.policy.devvmCommands "toolCallsPerMessage" (int $v.policy.toolCallsPerMessage))
   "approvals" (dict "expiryMinutes" (int $v.approvals.expiryMinutes))
   "lease" (dict "holdMinutes" (int $v.lease.holdMinutes))
-  "auth" (dict "mode" $v.auth.mode "tokens" $v.auth.tokens "proxy" $v.auth.proxy "operators" $v.auth.operators)
+  "auth" (dict "mode" $v.auth.mode "tokens" $v.auth.tokens "proxy" $proxy "operators" $v.auth.operators)
 -}}
+{{- if $v.metrics.token.existingSecret }}{{ $_ := set $config "metrics" (dict "tokenFile" $p.metricsToken) }}{{ end -}}
+{{- if $v.identity.existingSecret }}{{ $_ := set $config "identity" (dict "keyFile" $p.identityKey) }}{{ end -}}
 {{- toPrettyJson $config -}}
 {{- end -}}
 
@@ -201,6 +221,9 @@ The worker role needs the SSH keys and the data volume; the server role the HTTP
 {{- $serves := has "server" .roles -}}
 {{- $works := has "worker" .roles -}}
 {{- $resources := ternary $v.worker.resources $v.resources (eq .component "worker") -}}
+{{- /* Only the pod serving the console authenticates the proxy and answers /metrics. */ -}}
+{{- $proxySecret := and $serves (eq $v.auth.mode "proxy") $v.auth.proxy.secret.existingSecret -}}
+{{- $metricsToken := and $serves $v.metrics.token.existingSecret -}}
 metadata:
   labels:
     {{- include "breakglass.selectorLabels" $root | nindent 4 }}
@@ -322,6 +345,21 @@ spec:
           mountPath: /etc/breakglass/temporal-api-key
           readOnly: true
         {{- end }}
+        {{- if $proxySecret }}
+        - name: proxy-secret
+          mountPath: /etc/breakglass/proxy-secret
+          readOnly: true
+        {{- end }}
+        {{- if $metricsToken }}
+        - name: metrics-token
+          mountPath: /etc/breakglass/metrics-token
+          readOnly: true
+        {{- end }}
+        {{- if $v.identity.existingSecret }}
+        - name: identity
+          mountPath: /etc/breakglass/identity
+          readOnly: true
+        {{- end }}
   volumes:
     - name: config
       {{- if $v.existingConfigSecret.name }}
@@ -401,6 +439,33 @@ spec:
         items:
           - key: {{ $v.temporal.apiKey.item }}
             path: api-key
+    {{- end }}
+    {{- if $proxySecret }}
+    - name: proxy-secret
+      secret:
+        secretName: {{ $v.auth.proxy.secret.existingSecret }}
+        defaultMode: 288 # 0440
+        items:
+          - key: {{ $v.auth.proxy.secret.item }}
+            path: secret
+    {{- end }}
+    {{- if $metricsToken }}
+    - name: metrics-token
+      secret:
+        secretName: {{ $v.metrics.token.existingSecret }}
+        defaultMode: 288 # 0440
+        items:
+          - key: {{ $v.metrics.token.item }}
+            path: token
+    {{- end }}
+    {{- if $v.identity.existingSecret }}
+    - name: identity
+      secret:
+        secretName: {{ $v.identity.existingSecret }}
+        defaultMode: 288 # 0440
+        items:
+          - key: {{ $v.identity.item }}
+            path: key
     {{- end }}
   {{- with $v.nodeSelector }}
   nodeSelector:
