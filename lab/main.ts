@@ -23,7 +23,12 @@ import { guestOomScenario, ioStallScenario } from './messages-api/scenarios.js';
 import { startMessagesApi } from './messages-api/server.js';
 import { DEVVM_SCENARIOS, startScenarioHost, type DevvmScenario } from './scenarios.js';
 import { REPO_ROOT } from './pve-host.js';
+import { preferredPort } from './sshd.js';
 import { startTemporalDev, type TemporalDev } from './temporal-dev.js';
+
+/** What the `temporal` and `tctl` CLIs connect to by default, and the dev server's Web UI port. */
+const DEFAULT_TEMPORAL_PORT = 7233;
+const DEFAULT_TEMPORAL_UI_PORT = 8233;
 
 async function main() {
   // The console prints what matters; the SDK's per-state INFO lines would drown it.
@@ -43,7 +48,8 @@ async function main() {
     let uiUrl = process.env.TEMPORAL_UI_URL ?? null;
     if (!temporalAddress) {
       console.log('lab: starting the Temporal dev server…');
-      temporal = await startTemporalDev({ dataDir: join(dataDir, 'temporal') });
+      // The ports temporal and tctl default to, and a Web UI a bookmark finds again, when free.
+      temporal = await startTemporalDev({ dataDir: join(dataDir, 'temporal'), port: await preferredPort(DEFAULT_TEMPORAL_PORT), uiPort: await preferredPort(DEFAULT_TEMPORAL_UI_PORT) });
       stops.push(() => (temporal as TemporalDev).stop());
       temporalAddress = temporal.address;
       uiUrl = temporal.uiUrl;
@@ -96,8 +102,13 @@ async function main() {
     console.log('  Breakglass lab is up.');
     console.log(`  console:          ${consoleUrl}`);
     console.log(`  token:            ${running.labToken}`);
-    console.log(`  Temporal Web UI:  ${uiUrl ?? '(external server)'}`);
-    console.log(`  Temporal address: ${temporalAddress}   e.g. .tools/bin/temporal workflow list --address ${temporalAddress}`);
+    const taken = (port: number, wanted: number) => (temporal && port !== wanted ? `   (${wanted} was taken)` : '');
+    console.log(`  Temporal Web UI:  ${uiUrl ?? '(external server)'}${temporal ? taken(temporal.uiPort, DEFAULT_TEMPORAL_UI_PORT) : ''}`);
+    console.log(
+      temporal?.port === DEFAULT_TEMPORAL_PORT
+        ? `  Temporal address: ${temporalAddress}   (the CLIs' default: .tools/bin/temporal workflow list)`
+        : `  Temporal address: ${temporalAddress}   e.g. .tools/bin/temporal workflow list --address ${temporalAddress}${temporal ? taken(temporal.port, DEFAULT_TEMPORAL_PORT) : ''}`,
+    );
     console.log(`  scenario:         ${scenario} (VM 102 ${scenario === 'io-stall' ? 'has its I/O stalled: try status, forensics, then cycle' : 'is running'})`);
     console.log(`  agent:            ${agentLine}`);
     console.log(`  faults:           node lab/pve/labctl.mjs ${relative(process.cwd(), pve.nodeRoot) || '.'} fault zombie_leader on   (status, ha-delay; see lab/pve/lab-vm.mjs)`);

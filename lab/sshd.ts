@@ -50,6 +50,19 @@ export async function freePort(): Promise<number> {
   });
 }
 
+/**
+ * `wanted` when nothing listens on it on loopback, else a free port: the lab keeps the ports the
+ * tools default to (temporal, tctl: 7233) whenever it can.
+ */
+export async function preferredPort(wanted: number): Promise<number> {
+  const free = await new Promise<boolean>((resolve) => {
+    const server = createServer();
+    server.once('error', () => resolve(false));
+    server.listen(wanted, '127.0.0.1', () => server.close(() => resolve(true)));
+  });
+  return free ? wanted : freePort();
+}
+
 /** Pids of the sshd processes below listenerPid (OpenSSH setsid()s each connection). */
 function sshdDescendants(listenerPid: number): number[] {
   const children = new Map<number, number[]>();

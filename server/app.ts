@@ -16,6 +16,7 @@ import { MAX_COMMAND_LENGTH, MAX_COMMAND_TIMEOUT_SECONDS, MAX_MESSAGE_LENGTH, MA
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Registry } from 'prom-client';
 import { AuthError, SESSION_COOKIE, isLoopbackHost, type Authenticator } from './auth.js';
+import { TOKEN_PATTERN } from './config.js';
 import type { LiveBus, LiveChunk } from './live-bus.js';
 import type { SessionEvents, SessionEvent } from './events.js';
 import { duplicateKey } from './json-body.js';
@@ -277,12 +278,14 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     {
       // Guessing tokens is slow: a few attempts per minute and client address.
       config: { rateLimit: { max: deps.loginRateLimit ?? 10, timeWindow: '1 minute', keyGenerator: (request: FastifyRequest) => `login:${request.ip}` } },
-      ...schema({ summary: 'exchange a token for a session cookie', tags: ['auth'], body: Type.Object({ token: Type.String({ minLength: 16, maxLength: 256 }) }), response: Type.Object({ operator: Type.String() }) }),
+      ...schema({ summary: 'exchange a token for a session cookie', tags: ['auth'], body: Type.Object({ token: Type.String({ maxLength: 1024 }) }), response: Type.Object({ operator: Type.String() }) }),
     },
     async (request, reply) => {
       const { token } = request.body as { token: string };
+      // Said to a person at the login form, not as a schema path.
+      if (!TOKEN_PATTERN.test(token.trim())) throw new AuthError(401, 'token: not valid (a breakglass token is 16 to 256 letters, digits and . _ ~ + / = -; paste it whole)');
       if (deps.auth.mode === 'lab' && !['127.0.0.1', '::1', '::ffff:127.0.0.1'].includes(request.socket.remoteAddress ?? '')) throw new AuthError(401, 'lab mode accepts loopback clients only');
-      const operator = deps.auth.login(token);
+      const operator = deps.auth.login(token.trim());
       // Secure unless the console is reached on loopback (the lab): behind a TLS-terminating proxy
       // the request itself is plain HTTP, and the cookie must still never travel unencrypted.
       const secure = request.protocol === 'https' || !isLoopbackHost(request.hostname) ? '; Secure' : '';

@@ -155,6 +155,15 @@ const secretFile = (key: string, value: unknown): string | null => {
     throw new ConfigError(key, `cannot read ${path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
   }
 };
+/** What a bearer or login token may look like (server/auth.ts and the login route check the same). */
+export const TOKEN_PATTERN = /^[A-Za-z0-9._~+/=-]{16,256}$/;
+/** A lab token the login would refuse is refused here, before a console URL that cannot work is printed. */
+const labToken = (text: string | null): string | null => {
+  if (text !== null && !TOKEN_PATTERN.test(text)) {
+    throw new ConfigError('BREAKGLASS_LAB_TOKEN', `must be 16 to 256 characters of A-Z a-z 0-9 . _ ~ + / = - (got ${text.length} characters${/^[A-Za-z0-9._~+/=-]*$/.test(text) ? '' : ', some of them not allowed'}); e.g. BREAKGLASS_LAB_TOKEN=$(openssl rand -hex 16)`);
+  }
+  return text;
+};
 /** The attestation key: required wherever the console and the worker do not share one process. */
 const identityKey = (text: string | null, oneProcess: boolean): Buffer | null => {
   if (text === null) {
@@ -398,7 +407,7 @@ function parseConfig(options: LoadOptions): Config {
       tokens: tokenEntries,
       proxy: proxyAuth(raw, authMode, roles.includes('server')),
       operators,
-      labToken: authMode === 'lab' ? optStr('BREAKGLASS_LAB_TOKEN', env.BREAKGLASS_LAB_TOKEN) : null,
+      labToken: authMode === 'lab' ? labToken(optStr('BREAKGLASS_LAB_TOKEN', env.BREAKGLASS_LAB_TOKEN)) : null,
     },
     notifications: {
       webhookUrl: url('notifications.webhookUrl', at(raw, 'notifications.webhookUrl') ?? secretFile('notifications.webhookUrlFile', at(raw, 'notifications.webhookUrlFile'))),

@@ -273,6 +273,21 @@ describe('HTTP API with token auth', () => {
   });
 });
 
+describe('login', () => {
+  it('when the token is too short, too long or has other characters, then the answer is a sentence for a person, not a schema path', async () => {
+    const { base } = await serve({ mode: 'token', tokens: [{ operator: 'alice', sha256: sha(ALICE) }] });
+    for (const token of ['labtok123', 'x'.repeat(300), 'has spaces in the middle of it']) {
+      const answer = await fetch(`${base}/api/login`, json(null, { token }));
+      expect(answer.status).toBe(401);
+      const body = (await answer.json()) as { message: string };
+      expect(body.message).toBe('token: not valid (a breakglass token is 16 to 256 letters, digits and . _ ~ + / = -; paste it whole)');
+      expect(body.message).not.toMatch(/body\/|must NOT/);
+    }
+    // Pasted with a trailing newline: still the operator's token.
+    expect((await fetch(`${base}/api/login`, json(null, { token: `${ALICE}\n` }))).status).toBe(200);
+  });
+});
+
 describe('cookie sessions and CSRF', () => {
   it('when a cookie-authenticated POST comes cross-site, then it is refused; same-origin is accepted', async () => {
     const { base } = await serve({ mode: 'token', tokens: [{ operator: 'alice', sha256: sha(ALICE) }] });

@@ -160,6 +160,14 @@ describe('configuration', () => {
     ['vmid out of range', { target: { vmid: 5 } }, 'target.vmid'],
     ['bad Temporal UI URL', { temporal: { uiUrl: 'not a url' } }, 'temporal.uiUrl'],
   ];
+  it.each(['labtok123', 'a token with spaces in it', 'x'.repeat(257), 'ünïcödé-token-0123456789'])('when BREAKGLASS_LAB_TOKEN is %j (the login would refuse it), then start-up is refused naming the variable and the rule', (token) => {
+    expect(() => loadConfig({ env: { BREAKGLASS_LAB_TOKEN: token }, file: endpoints })).toThrow(/^config: BREAKGLASS_LAB_TOKEN: must be 16 to 256 characters of A-Z a-z 0-9/);
+  });
+
+  it('when BREAKGLASS_LAB_TOKEN follows the rule, then the lab uses it', () => {
+    expect(loadConfig({ env: { BREAKGLASS_LAB_TOKEN: 'labtok1234567890ab' }, file: endpoints }).auth.labToken).toBe('labtok1234567890ab');
+  });
+
   it.each(bad)('when %s, then start-up is refused naming %s', (_what, file, key) => {
     const merged = { ...endpoints, ...file };
     let error: unknown;

@@ -193,7 +193,8 @@ export function registerMessageHandlers(s: SessionScope): void {
     approvalUpdate,
     async (decision) => {
       const notExecuted = { approvalId: decision.approvalId, decision: decision.decision, executed: false };
-      await admittingFor(decision.approvalId)?.catch(() => undefined);
+      const arriving = admittingFor(decision.approvalId);
+      if (arriving) await arriving.catch(() => undefined);
       if (!s.pendingApprovals.has(decision.approvalId)) return notExecuted;
       const checking = vouch('approval', decision);
       const unverified = checking ? await checking : undefined;
