@@ -63,7 +63,7 @@ export function checkAttestation(key: Buffer, sessionId: string, messageName: st
 
 /**
  * A client interceptor that signs every attested message the client sends. The console uses
- * it with the operator it authenticated in the arguments (server/app.ts sets `operator` itself).
+ * it with the operator it authenticated in the arguments (server/session-routes.ts sets `operator` itself).
  */
 export function attestingInterceptor(key: Buffer): WorkflowClientInterceptor {
   const signed = (sessionId: string, name: string, args: unknown[]): unknown[] => {
