@@ -5,6 +5,7 @@
  * PVE host's own log and qm's calls: the session's verb reached the host once, forensics first.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readFullTranscript } from '../activities/agent/transcript.js';
 import type { Script } from '../lab/messages-api/server.js';
 import { readConversation } from '../lab/messages-api/scenarios.js';
 import { clearFaults, setFault } from '../lab/pve/lab-vm.mjs';
@@ -222,7 +223,17 @@ describe('kill points in an agent turn and at a continue-as-new boundary', () =>
     // At the kill nothing of this session had reached the host.
     expect(hostLog(env.pve).filter((line) => line.includes(handle.workflowId))).toEqual([]);
     await workerFor(queue);
-    const entries = await waitForTranscript(handle, (all) => all.some((e) => e.type === 'devvm-wait') && entriesOf(all, 'agent-message').length >= 2, 120_000);
+    // Every run's entries: the server's low continue-as-new threshold (set for the next test) may
+    // start a new run once the turn, the cycle and the report are in.
+    const entries = await eventually(
+      async () => {
+        const all = await readFullTranscript(env.client, handle.workflowId);
+        return all.some((e) => e.type === 'devvm-wait') && entriesOf(all, 'agent-message').length >= 2 ? all : undefined;
+      },
+      120_000,
+      'the agent cycles and reports',
+      500,
+    );
     expectOneCycle(env, handle.workflowId, 't-1-0', callsBefore, entries);
     // The model was asked again for the same turn (the first answer went to a dead worker).
     expect(modelCalls - callsToModel).toBeGreaterThanOrEqual(3);
