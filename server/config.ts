@@ -88,6 +88,8 @@ export interface Config {
     labToken: string | null;
   };
   notifications: { webhookUrl: string | null; format: 'ntfy' | 'slack' };
+  /** Where people reach the console (notifications link to the session there). */
+  console: { publicUrl: string | null };
   /** A pending approval lapses after this long: an hours-old approval must not fire unasked. */
   approvals: { expiryMinutes: number };
   /** After a mutating verb, its session keeps the VM's lease this long: another session's verb is refused meanwhile (0: only while the verb runs). */
@@ -275,6 +277,7 @@ export const ENV_OVERRIDES: Record<string, string> = {
   BREAKGLASS_LIVE_PUSH_URL: 'live.pushUrl',
   BREAKGLASS_LIVE_TOKEN_FILE: 'live.tokenFile',
   BREAKGLASS_IDENTITY_KEY_FILE: 'identity.keyFile',
+  BREAKGLASS_PUBLIC_URL: 'console.publicUrl',
   BREAKGLASS_METRICS_PORT: 'metrics.port',
 };
 
@@ -413,6 +416,7 @@ function parseConfig(options: LoadOptions): Config {
       webhookUrl: url('notifications.webhookUrl', at(raw, 'notifications.webhookUrl') ?? secretFile('notifications.webhookUrlFile', at(raw, 'notifications.webhookUrlFile'))),
       format: oneOf('notifications.format', at(raw, 'notifications.format'), 'ntfy', ['ntfy', 'slack'] as const),
     },
+    console: { publicUrl: url('console.publicUrl', at(raw, 'console.publicUrl'))?.replace(/\/+$/, '') ?? null },
     approvals: { expiryMinutes: int('approvals.expiryMinutes', at(raw, 'approvals.expiryMinutes'), 15, 1, 1440) },
     lease: { holdMinutes: int('lease.holdMinutes', at(raw, 'lease.holdMinutes'), 10, 0, 1440) },
     roles: { server: roles.includes('server'), worker: roles.includes('worker') },

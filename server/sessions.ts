@@ -91,6 +91,8 @@ export class Sessions {
               operator,
               description,
               policy: this.options.policy,
+              // Look at once; with an agent, it starts on the problem as written.
+              opening: { lookFirst: true, agentOnDescription: true },
               ...(this.options.agent ? { agent: this.options.agent } : {}),
               ...(this.options.notify ? { notify: true } : {}),
               ...(this.options.approvalExpiryMinutes ? { approvalExpiryMinutes: this.options.approvalExpiryMinutes } : {}),

@@ -153,7 +153,7 @@ export async function startBreakglass(config: Config, options: StartOptions = {}
       observer: metrics.observer,
       onCommandOutput: (key, stream, text) => publish({ sessionId: key.workflowId, stream: `${key.activityId}#${key.attempt}`, kind: stream, text }),
       onAgentText: (key, text) => publish({ sessionId: key.workflowId, stream: `${key.activityId}#${key.attempt}`, kind: 'text', text }),
-      ...(config.notifications.webhookUrl ? { notifier: { webhookUrl: config.notifications.webhookUrl, format: config.notifications.format } } : {}),
+      ...(config.notifications.webhookUrl ? { notifier: { webhookUrl: config.notifications.webhookUrl, format: config.notifications.format, consoleUrl: config.console.publicUrl } } : {}),
       ...(agent.model
         ? { agent: { model: agent.model, client, target, maxContextTokens: config.agent.maxContextTokens } }
         : {}),

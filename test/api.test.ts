@@ -11,6 +11,7 @@ import { loadConfig, type Config } from '../server/config.js';
 import { SessionEvents } from '../server/events.js';
 import { LiveBus } from '../server/live-bus.js';
 import { Sessions } from '../server/sessions.js';
+import { OPENING_LOOK_KEY } from '../workflows/session.js';
 import { DEFAULT_POLICY, type TranscriptEntry } from '../workflows/session-types.js';
 import { startSessionEnv, uniqueQueue, type SessionEnv } from './helpers/session-env.js';
 import { expectOrdered } from './helpers/order.js';
@@ -94,6 +95,24 @@ describe('HTTP API with token auth', () => {
     expect((await (await fetch(`${base}/readyz`)).json()) as object).toMatchObject({ ready: true });
   });
 
+  it('when a session is opened, then it answers at once and the session looks at the VM by itself (a status the operator did not ask for)', async () => {
+    const started = Date.now();
+    const response = await fetch(`${base}/api/sessions`, json(ALICE, { description: 'ssh to the devvm hangs' }));
+    const answeredAt = Date.now();
+    expect(response.status).toBe(200);
+    const { id } = (await response.json()) as { id: string };
+    const all = await until(async () => {
+      const got = await entries(base, id);
+      return got.some((e) => e.type === 'status') ? got : undefined;
+    });
+    const request = all.find((e) => e.type === 'request') as { item: { key: string; verb: string; requestedBy: { kind: string } } };
+    expect(request.item).toMatchObject({ key: OPENING_LOOK_KEY, verb: 'status', requestedBy: { kind: 'system' } });
+    // Answered when the session started, not when its status came back.
+    const status = all.find((e) => e.type === 'status') as { at: number };
+    expect(answeredAt).toBeLessThan(status.at);
+    console.log(`api: POST /api/sessions answered in ${answeredAt - started} ms; the first status was recorded ${status.at - started} ms after the request`);
+  });
+
   it('when unauthenticated or with a wrong token, then 401 names the problem', async () => {
     const anonymous = await fetch(`${base}/api/sessions`);
     expect(anonymous.status).toBe(401);
@@ -118,9 +137,10 @@ describe('HTTP API with token auth', () => {
     expect(bobs.key).not.toBe(first.key);
     const all = await until(async () => {
       const got = await entries(base, id);
-      return got.filter((e) => e.type === 'status').length >= 2 ? got : undefined;
+      return got.filter((e) => e.type === 'status').length >= 3 ? got : undefined;
     });
-    expect(all.filter((e) => e.type === 'request').map((e) => (e as { item: { key: string } }).item.key)).toEqual([first.key, bobs.key]);
+    // The session's own first look, then the two requests (the repeat is not a third).
+    expect(all.filter((e) => e.type === 'request').map((e) => (e as { item: { key: string } }).item.key)).toEqual([OPENING_LOOK_KEY, first.key, bobs.key]);
 
     const bad = await post(ALICE, `/api/sessions/${id}/verbs`, { verb: 'status', reason: 'x' }, 'no spaces allowed');
     expect(bad.status).toBe(400);
@@ -136,7 +156,8 @@ describe('HTTP API with token auth', () => {
       expect(response.status, body).toBe(400);
       expect(((await response.json()) as { message: string }).message).toBe('body: the key "verb" is given twice');
     }
-    expect((await entries(base, id)).filter((e) => e.type === 'request')).toEqual([]);
+    // Only the session's own first look was requested.
+    expect((await entries(base, id)).filter((e) => e.type === 'request' && (e as { item: { key: string } }).item.key !== OPENING_LOOK_KEY)).toEqual([]);
     await fetch(`${base}/api/sessions/${id}/end`, json(ALICE, {}));
   });
 
@@ -243,14 +264,20 @@ describe('HTTP API with token auth', () => {
       controller.abort();
       return text;
     };
+    const ids = (text: string) => [...text.matchAll(/^id: (\d+)\nevent: entry$/gm)].map((match) => Number(match[1]));
     await fetch(`${base}/api/sessions/${id}/messages`, json(ALICE, { text: 'first' }));
     const first = await read({}, (text) => text.includes('"first"') && text.includes('event: state'));
-    expect(first).toMatch(/id: 1\nevent: entry/);
-    expect(first).toMatch(/id: 2\nevent: entry\ndata: .*"first"/);
+    // Every entry so far (the opening, its first look, the message), numbered from 1 without gaps.
+    expect(ids(first)).toEqual(ids(first).map((_, i) => i + 1));
+    const firstId = Number(/^id: (\d+)\nevent: entry\ndata: .*"first"/m.exec(first)?.[1]);
+    expect(firstId).toBeGreaterThan(1);
     await fetch(`${base}/api/sessions/${id}/messages`, json(ALICE, { text: 'second' }));
-    const resumed = await read({ 'last-event-id': '2' }, (text) => text.includes('"second"'));
+    const resumed = await read({ 'last-event-id': String(firstId) }, (text) => text.includes('"second"'));
     expect(resumed).not.toContain('"first"');
-    expect(resumed).toMatch(/id: 3\nevent: entry\ndata: .*"second"/);
+    // Resumed right after the last id seen: nothing before it again, nothing after it missed.
+    expect(ids(resumed)[0]).toBe(firstId + 1);
+    expect(ids(resumed)).toEqual(ids(resumed).map((_, i) => firstId + 1 + i));
+    expect(resumed).toMatch(/^id: \d+\nevent: entry\ndata: .*"second"/m);
     await fetch(`${base}/api/sessions/${id}/end`, json(ALICE, {}));
   });
 

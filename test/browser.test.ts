@@ -100,6 +100,7 @@ describe('the console in Chromium', () => {
     await page.getByRole('note').filter({ hasText: 'Agent: DEMO (scripted stand-in).' }).waitFor();
 
     await description.fill('code search on the devvm is gone since 02:40; the indexer died');
+    const opened = Date.now();
     await page.locator('form:has(#new-session-description) button[type=submit]').click();
     await page.waitForURL(/#\/sessions\/[^/?&]+$/);
     sessionId = decodeURIComponent(new URL(page.url()).hash.replace('#/sessions/', ''));
@@ -107,20 +108,29 @@ describe('the console in Chromium', () => {
     await page.locator('h1', { hasText: sessionId }).waitFor();
     await entry(page, '.line', 'code search on the devvm is gone').waitFor();
     await liveBadge(page).waitFor();
+    // Looked at once, with no tap: the VM panel shows the VM's state, not "not checked yet".
+    await page.locator('.badge[title="qm status"]').waitFor({ timeout: 10_000 });
+    console.log(`browser: VM panel filled ${Date.now() - opened} ms after "Open session" was pressed`);
+    await entry(page, '.line', 'first look when the session opened').waitFor();
+    // The description is the agent's first message: it starts on it, nobody writes it twice.
+    await entry(page, '.bubble.agent', 'Checking the kernel log').waitFor({ timeout: 30_000 });
+    expect(await entry(page, '.bubble.operator').count()).toBe(0);
   });
 
-  it('when the operator messages the agent, then its text streams in a typing bubble before the final message lands', async () => {
+  it('when the operator messages the agent, then its next text streams in a typing bubble before the final message lands', async () => {
+    const before = await entry(page, '.bubble.agent').count();
     await inPage(page, TYPING_RECORDER);
     await page.locator('#message-text').fill('the code indexer on the devvm is gone, please look');
     await page.locator('form:has(#message-text) button[type=submit]').click();
     await entry(page, '.bubble.operator', 'the code indexer on the devvm is gone').waitFor();
-    const final = entry(page, '.bubble.agent', 'Checking the kernel log');
+    await expect.poll(() => entry(page, '.bubble.agent').count(), { timeout: 30_000 }).toBeGreaterThan(before);
+    const final = entry(page, '.bubble.agent').nth(before);
     await final.waitFor({ timeout: 30_000 });
 
     const samples = await inPage<TypingSample[]>(page, 'window.__typing');
     const finalText = (await final.locator('.md').textContent())?.trim() ?? '';
-    // Seen while no final agent entry existed yet, growing, each a beginning of the final text.
-    const streamed = samples.filter((sample) => sample.finals === 0);
+    // Seen before this turn's final entry existed, growing, each a beginning of the final text.
+    const streamed = samples.filter((sample) => sample.finals === before);
     expect(streamed.length, JSON.stringify(samples)).toBeGreaterThanOrEqual(2);
     for (const [index, sample] of streamed.entries()) {
       expect(finalText.startsWith(sample.text), `${sample.text} | ${finalText}`).toBe(true);

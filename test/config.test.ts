@@ -56,6 +56,7 @@ describe('configuration', () => {
           tokens: [{ operator: 'ci', sha256: 'a'.repeat(64) }],
         },
         notifications: { webhookUrlFile: join(dir, 'webhook'), format: 'slack' },
+        console: { publicUrl: 'https://breakglass.example.com/' },
         roles: ['worker'],
         live: { pushUrl: 'http://breakglass:8080', tokenFile: join(dir, 'live-token') },
         metrics: { port: 9500, sdkPrometheusAddress: '0.0.0.0:9501', tokenFile: join(dir, 'metrics-token') },
@@ -81,6 +82,7 @@ describe('configuration', () => {
     expect(config.auth).toMatchObject({ mode: 'proxy', proxy: { header: 'x-auth-request-user', secretHeader: 'x-proxy-secret', secret: null }, operators: ['alice', 'bob'] });
     expect(rangesOf(config)).toEqual(['10.0.0.0/8', 'fd00::/8']);
     expect(config.notifications).toEqual({ webhookUrl: 'https://hooks.example.com/T000/B000/xyz', format: 'slack' });
+    expect(config.console).toEqual({ publicUrl: 'https://breakglass.example.com' });
     expect(config.roles).toEqual({ server: false, worker: true });
     expect(config.live).toEqual({ pushUrl: 'http://breakglass:8080', token: 'live-token-0123456789' });
     expect(config.metrics).toEqual({ port: 9500, sdkPrometheusAddress: '0.0.0.0:9501', token: null });

@@ -89,7 +89,7 @@ describe('the composed product', () => {
     const scraperToken = 'scraper-token-0123456789abcdef';
     const scraperFile = join(env.dir, 'metrics-token');
     await writeFile(scraperFile, `${scraperToken}\n`);
-    const config = await configFor({ notifications: { webhookUrl: hookUrl, format: 'ntfy' }, metrics: { tokenFile: scraperFile } }, ['server', 'worker']);
+    const config = await configFor({ notifications: { webhookUrl: hookUrl, format: 'ntfy' }, metrics: { tokenFile: scraperFile }, console: { publicUrl: 'https://breakglass.example.com/' } }, ['server', 'worker']);
     const product = await startBreakglass(config);
     running.push(product);
     const base = product.url!;
@@ -107,6 +107,8 @@ describe('the composed product', () => {
     expect(titles.some((title) => title.includes('opened'))).toBe(true);
     expect(titles.some((title) => title.startsWith('cycle succeeded'))).toBe(true);
     expect(hooks.every((hook) => hook.body.topic === 'breakglass-alerts')).toBe(true);
+    // Each notification opens the session in the console.
+    expect(hooks.every((hook) => hook.body.click === `https://breakglass.example.com/#/sessions/${id}`)).toBe(true);
 
     // Not for anyone who reaches the port: the scraper's token or an operator's login.
     expect((await fetch(`${base}/metrics`)).status).toBe(401);

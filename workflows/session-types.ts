@@ -201,6 +201,12 @@ export interface SessionInput {
   leaseHoldMinutes?: number;
   /** Whether this deployment has an agent (an API key); off: a manual console. */
   agent?: { enabled: boolean; reason: string };
+  /**
+   * How a session opened from the console begins: a read-only status at once (the VM panel is
+   * filled before anyone asks) and, with an agent, the description as its first message. Absent
+   * (scripts, sessions from before): the session waits for its first request.
+   */
+  opening?: { lookFirst: boolean; agentOnDescription: boolean };
   /** Optional; carried across continue-as-new with the rest of the input. */
   timing?: SessionTiming;
   continued?: CarriedState;

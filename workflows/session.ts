@@ -55,6 +55,9 @@ import type {
 
 export { hostRequestId, keyFromUpdateId } from './session-rules.js';
 
+/** The key of the status a session opened from the console runs at once. */
+export const OPENING_LOOK_KEY = 'open-look';
+
 export async function breakglassSession(input: SessionInput): Promise<Outcome> {
   const info = workflowInfo();
   const tuned = timingOverrides(input.timing);
@@ -220,6 +223,9 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
     ]);
     record({ type: 'session-started', operator: input.operator, description: input.description, target: input.target, policy: input.policy });
     void notify({ kind: 'session-started', sessionId: info.workflowId, operator: input.operator, description: input.description });
+    if (input.opening?.lookFirst) admit({ kind: 'verb', key: OPENING_LOOK_KEY, verb: 'status', reason: 'first look when the session opened', requestedBy: { kind: 'system' }, approvedBy: [] });
+    // The problem as reported is the agent's first message: nobody has to write it twice.
+    if (input.opening?.agentOnDescription && agentState.enabled) agentState.pending = true;
   }
   refreshDetails();
 
