@@ -114,7 +114,9 @@ describe('through Temporal directly', () => {
     const raw = env.rawClient.workflow.getHandle(handle.workflowId);
     await raw.executeUpdate(requestCommandUpdate, { args: [{ command: 'sudo reboot', operator: 'alice' }] });
     const entries = await waitForTranscript(handle, (all) => entriesOf(all, 'approval-needed').length === 2);
-    const [signalled, command] = entriesOf(entries, 'request');
+    // Each is admitted when its check comes back, in either order.
+    const signalled = entriesOf(entries, 'request').find((e) => e.item.kind === 'verb');
+    const command = entriesOf(entries, 'request').find((e) => e.item.kind === 'command');
     expect(signalled!.item.requestedBy).toMatchObject({ kind: 'operator', name: 'alice', unverified: { identity: 'mallory@laptop', why: 'sent without the console' } });
     expect(command!.item.requestedBy).toMatchObject({ kind: 'operator', name: 'alice', unverified: { why: 'sent without the console' } });
     expect(entriesOf(entries, 'approval-needed').map((e) => e.required)).toEqual([1, 1]);
