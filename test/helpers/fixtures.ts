@@ -23,7 +23,8 @@ export async function tempDir(prefix: string): Promise<string> {
 }
 
 export async function removeDir(dir: string): Promise<void> {
-  await rm(dir, { recursive: true, force: true });
+  // A stopping sshd may still write its last file as we remove the tree (ENOTEMPTY): retry.
+  await rm(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 100 });
 }
 
 /** Polls until check returns a value (not undefined), or fails naming what it waited for. */
