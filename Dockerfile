@@ -70,6 +70,8 @@ COPY --from=build /src/package.json ./package.json
 COPY --from=build /src/dist ./dist
 # The server serves ../ui/dist relative to dist/server.mjs, i.e. /app/ui/dist.
 COPY --from=build /src/ui/dist ./ui/dist
+# The failure converter the worker loads by path (history encryption covers error messages too).
+COPY --from=build /src/workflows/encoded-failures.cjs ./workflows/encoded-failures.cjs
 # Writes go only to the data dir (forensics copies; a volume) and /tmp: the root filesystem
 # can be read-only. The worker loads the prebuilt workflow bundle instead of bundling at start.
 ENV NODE_ENV=production \

@@ -4,7 +4,7 @@
  * has none, the Temporal client identity the server wrote into history when it arrived.
  */
 import { Context } from '@temporalio/activity';
-import { defaultPayloadConverter } from '@temporalio/common';
+import type { Payload } from '@temporalio/common';
 import proto from '@temporalio/proto';
 import { checkAttestation, type AttestationVerdict } from '../server/attestation.js';
 
@@ -40,6 +40,13 @@ export async function temporalCaller(lookup: CallerLookup): Promise<string> {
   const { client, info } = Context.current();
   const service = client.connection.workflowService;
   const wanted = lookup.signalName !== undefined ? JSON.stringify(lookup.message ?? null) : null;
+  // Signal arguments in history went through the sender's codec (encrypted, when it had one).
+  const { payloadConverter, payloadCodecs } = client.options.loadedDataConverter;
+  const decodeFirst = async (payload: Payload) => {
+    let decoded = [payload];
+    for (const codec of [...payloadCodecs].reverse()) decoded = await codec.decode(decoded);
+    return payloadConverter.fromPayload(decoded[0] as Payload);
+  };
   let nextPageToken: Uint8Array | undefined;
   for (let page = 0; page < PAGES; page++) {
     const response = await service.getWorkflowExecutionHistoryReverse({
@@ -57,7 +64,7 @@ export async function temporalCaller(lookup: CallerLookup): Promise<string> {
         const signaled = event.workflowExecutionSignaledEventAttributes;
         if (signaled?.signalName !== lookup.signalName) continue;
         const [first] = signaled?.input?.payloads ?? [];
-        const argument = first ? defaultPayloadConverter.fromPayload(first) : null;
+        const argument = first ? await decodeFirst(first).catch(() => undefined) : null;
         if (JSON.stringify(argument) === wanted) return signaled?.identity || '(none given)';
       }
     }

@@ -1,5 +1,7 @@
 import { execFile } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 
@@ -24,4 +26,14 @@ export async function fingerprintOf(publicKeyPath: string): Promise<string> {
   const match = /SHA256:[A-Za-z0-9+/]+/.exec(stdout);
   if (!match) throw new Error(`ssh-keygen printed no fingerprint for ${publicKeyPath}`);
   return match[0];
+}
+
+/**
+ * The lab's payload-codec key (config codec.keys): made once and kept with the lab's data, so
+ * the sessions in its Temporal database stay readable across restarts of the lab.
+ */
+export async function labCodecKey(dir: string): Promise<{ id: string; file: string }> {
+  const file = join(dir, 'codec-lab-1.key');
+  if (!existsSync(file)) await writeFile(file, `${randomBytes(32).toString('base64')}\n`, { mode: 0o600, flag: 'wx' });
+  return { id: 'lab-1', file };
 }

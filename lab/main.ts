@@ -18,7 +18,7 @@ import { userInfo } from 'node:os';
 import { DefaultLogger, Runtime } from '@temporalio/worker';
 import { ConfigError, loadConfig } from '../server/config.js';
 import { startBreakglass } from '../server/start.js';
-import { generateKeyPair } from './keys.js';
+import { generateKeyPair, labCodecKey } from './keys.js';
 import { guestOomScenario, ioStallScenario } from './messages-api/scenarios.js';
 import { startMessagesApi } from './messages-api/server.js';
 import { DEVVM_SCENARIOS, startScenarioHost, type DevvmScenario } from './scenarios.js';
@@ -78,6 +78,8 @@ async function main() {
         temporal: { address: temporalAddress, ...(uiUrl ? { uiUrl } : {}) },
         devvm: { host: '127.0.0.1', port: devvm.port, user: devvm.user, keyFile: devvm.clientKeyPath, knownHostsFile: knownHosts },
         pve: { host: '127.0.0.1', port: pve.sshd.port, user, keyFile: keyPath, knownHostsFile: knownHosts },
+        // History at rest is encrypted in the lab too, with a key kept beside the SSH key.
+        codec: { keys: [await labCodecKey(keyDir)] },
       },
     });
 

@@ -19,6 +19,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { bundleWorkflowCode } from '@temporalio/worker';
 import { build } from 'esbuild';
+import { FAILURE_CONVERTER_PATH } from '../server/payload-codec.js';
 import { WORKFLOWS_PATH, bundlerOptions } from '../server/worker.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -70,8 +71,10 @@ export async function buildDist(outDir = join(ROOT, 'dist'), options: { quiet?: 
   const sourceFiles = Object.keys(server.metafile.inputs).filter((path) => !path.includes('node_modules/')).sort();
 
   // The same webpack hook as at worker start-up (sources import `./x.js`, the files are `.ts`).
+  // Failures raised in workflow code are encoded payloads too, so the payload codec encrypts them.
   const { code } = await bundleWorkflowCode({
     workflowsPath: WORKFLOWS_PATH,
+    failureConverterPath: FAILURE_CONVERTER_PATH,
     ...bundlerOptions,
     ...(options.quiet ? { logger: { log() {}, trace() {}, debug() {}, info() {}, warn() {}, error() {} } } : {}),
   });

@@ -33,8 +33,8 @@ export interface AppDeps {
   sessions: Sessions;
   events: SessionEvents;
   auth: Authenticator;
-  /** Temporal reachable and (when this process runs one) the worker polling. */
-  readiness: () => Promise<{ temporal: boolean; worker: boolean | null }>;
+  /** Temporal reachable and (when this process runs one) the worker polling; what the codec does with history. */
+  readiness: () => Promise<{ temporal: boolean; worker: boolean | null; codec?: string }>;
   temporalUiUrl: string | null;
   namespace: string;
   agent: AgentStatus;

@@ -10,6 +10,7 @@ import { isIP } from 'node:net';
 import ipaddr from 'ipaddr.js';
 import type { CommandPolicy, MutationPolicy, SessionPolicy } from '../workflows/session-types.js';
 import { MIN_KEY_BYTES } from './attestation.js';
+import { parseCodecConfig, type CodecConfig } from './codec-config.js';
 
 export class ConfigError extends Error {
   constructor(
@@ -104,6 +105,8 @@ export interface Config {
   identity: { key: Buffer | null };
   /** A worker-only process serves /healthz, /readyz and /metrics on this port. */
   metrics: { port: number; sdkPrometheusAddress: string | null; /** A scraper's bearer token for the console's /metrics (else an operator's login). */ token: string | null };
+  /** The payload codec's key ring and the codec server's allowed Web UI origins (server/codec-config.ts). */
+  codec: CodecConfig;
 }
 
 type Json = Record<string, unknown>;
@@ -279,6 +282,7 @@ export const ENV_OVERRIDES: Record<string, string> = {
   BREAKGLASS_IDENTITY_KEY_FILE: 'identity.keyFile',
   BREAKGLASS_PUBLIC_URL: 'console.publicUrl',
   BREAKGLASS_METRICS_PORT: 'metrics.port',
+  BREAKGLASS_CODEC_ENABLED: 'codec.enabled',
 };
 
 export interface LoadOptions {
@@ -290,6 +294,8 @@ export interface LoadOptions {
   base?: Json;
   /** A real deployment: refuse to start without a Temporal address. */
   requireTemporal?: boolean;
+  /** A real deployment: refuse to start without codec keys unless codec.enabled is false. */
+  requireCodecKeys?: boolean;
 }
 
 export function loadConfig(options: LoadOptions = {}): Config {
@@ -356,6 +362,7 @@ function parseConfig(options: LoadOptions): Config {
   if (roles.length === 0) throw new ConfigError('roles', 'at least one of server, worker');
 
   const tlsRaw = at(raw, 'temporal.tls') as Json | undefined;
+  const uiUrl = url('temporal.uiUrl', at(raw, 'temporal.uiUrl'));
   const agentKeyFile = optStr('agent.apiKeyFile', at(raw, 'agent.apiKeyFile'));
   let apiKey = env.ANTHROPIC_API_KEY && env.ANTHROPIC_API_KEY.trim() !== '' ? env.ANTHROPIC_API_KEY.trim() : null;
   // Only the worker talks to the model: a server-only process never reads the key.
@@ -374,7 +381,7 @@ function parseConfig(options: LoadOptions): Config {
       address: optStr('temporal.address', at(raw, 'temporal.address')),
       namespace: str('temporal.namespace', at(raw, 'temporal.namespace'), 'default'),
       taskQueue: str('temporal.taskQueue', at(raw, 'temporal.taskQueue'), 'breakglass'),
-      uiUrl: url('temporal.uiUrl', at(raw, 'temporal.uiUrl')),
+      uiUrl,
       tls: tlsRaw
         ? {
             caFile: optStr('temporal.tls.caFile', tlsRaw.caFile),
@@ -431,5 +438,8 @@ function parseConfig(options: LoadOptions): Config {
       // Only the console's /metrics asks for it: a worker-only process never reads the file.
       token: roles.includes('server') ? secretFile('metrics.tokenFile', at(raw, 'metrics.tokenFile')) : null,
     },
+    codec: parseCodecConfig(at(raw, 'codec') as Json | undefined, uiUrl, options.requireCodecKeys ?? false, (key, message) => {
+      throw new ConfigError(key, message);
+    }),
   };
 }

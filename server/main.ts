@@ -9,7 +9,7 @@ import { startBreakglass } from './start.js';
 
 let config;
 try {
-  config = loadConfig({ requireTemporal: true });
+  config = loadConfig({ requireTemporal: true, requireCodecKeys: true });
 } catch (error) {
   if (error instanceof ConfigError) {
     console.error(error.message);

@@ -21,6 +21,7 @@ import { createAuthenticator } from './auth.js';
 import { ConfigError, type Config, type SshEndpointConfig } from './config.js';
 import { SessionEvents } from './events.js';
 import { LiveBus, type LiveChunk } from './live-bus.js';
+import { codecDataConverter, EncryptingPayloadCodec } from './payload-codec.js';
 import { createLivePusher } from './live-push.js';
 import { createMetrics } from './metrics.js';
 import { Sessions } from './sessions.js';
@@ -129,6 +130,12 @@ export async function startBreakglass(config: Config, options: StartOptions = {}
   const pusher = !config.roles.server && config.live.pushUrl && config.live.token ? createLivePusher(config.live.pushUrl, config.live.token) : null;
   const publish = (chunk: LiveChunk) => (pusher ? pusher.push(chunk) : live.publish(chunk));
 
+  // History at rest: every payload encrypted with the key ring, or, said out loud, plain text.
+  const codec = config.codec.enabled && config.codec.keys.length > 0 ? new EncryptingPayloadCodec(config.codec.keys, { compress: config.codec.compress }) : null;
+  const codecState = codecStatus(config, codec);
+  if (!codec) console.warn(`breakglass: ${codecState}`);
+  const dataConverter = codecDataConverter(codec);
+
   // One client connection for everything but the worker's own (native) one.
   const connection = await Connection.connect(connectionOptions);
   closers.push(() => connection.close());
@@ -139,6 +146,7 @@ export async function startBreakglass(config: Config, options: StartOptions = {}
   const client = new Client({
     connection,
     namespace: config.temporal.namespace,
+    dataConverter,
     ...(config.roles.server ? { interceptors: { workflow: [attestingInterceptor(attestationKey)] } } : {}),
   });
   const registration = await registerSearchAttributes(connection, config.temporal.namespace);
@@ -163,6 +171,7 @@ export async function startBreakglass(config: Config, options: StartOptions = {}
       namespace: config.temporal.namespace,
       taskQueue: config.temporal.taskQueue,
       activities,
+      dataConverter,
       ...(process.env.BREAKGLASS_WORKFLOW_BUNDLE ? { workflowBundlePath: process.env.BREAKGLASS_WORKFLOW_BUNDLE } : {}),
       ...('tls' in connectionOptions ? { tls: connectionOptions.tls } : {}),
       ...('apiKey' in connectionOptions ? { apiKey: connectionOptions.apiKey } : {}),
@@ -182,7 +191,7 @@ export async function startBreakglass(config: Config, options: StartOptions = {}
       connection.workflowService.getSystemInfo({}).then(() => true, () => false),
       new Promise<boolean>((r) => setTimeout(() => r(false), 2_000)),
     ]);
-    return { temporal: temporalUp, worker: workerState() };
+    return { temporal: temporalUp, worker: workerState(), codec: codecState };
   };
 
   let url: string | null = null;
@@ -237,7 +246,14 @@ export async function startBreakglass(config: Config, options: StartOptions = {}
   };
 }
 
-async function buildHealthApp(readiness: () => Promise<{ temporal: boolean; worker: boolean | null }>, registry: Registry) {
+/** What /readyz and the log say about history at rest. */
+function codecStatus(config: Config, codec: EncryptingPayloadCodec | null): string {
+  if (codec) return `encrypting with key "${codec.encryptingKeyId}" (${codec.keyIds.length} key${codec.keyIds.length === 1 ? '' : 's'} decrypt)`;
+  if (!config.codec.enabled) return 'codec.enabled is false: workflow history is stored in plain text';
+  return 'no codec.keys configured: workflow history is stored in plain text';
+}
+
+async function buildHealthApp(readiness: () => Promise<{ temporal: boolean; worker: boolean | null; codec: string }>, registry: Registry) {
   const app = Fastify({ logger: false });
   app.get('/healthz', async () => ({ ok: true }));
   app.get('/readyz', async (_request, reply) => {

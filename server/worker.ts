@@ -1,4 +1,5 @@
 import { fileURLToPath } from 'node:url';
+import type { DataConverter } from '@temporalio/common';
 import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
 import { createActivities, type ActivityDeps } from '../activities/index.js';
 
@@ -14,6 +15,8 @@ export interface WorkerSettings {
   tls?: NativeConnectionTls;
   apiKey?: string;
   maxConcurrentActivityTaskExecutions?: number;
+  /** The payload codec and encoded failures (server/payload-codec.ts), when history is encrypted. */
+  dataConverter?: DataConverter;
 }
 
 type NativeConnectionTls = Parameters<typeof NativeConnection.connect>[0] extends infer O ? (O extends { tls?: infer T } ? T : never) : never;
@@ -37,6 +40,7 @@ export async function createBreakglassWorker(settings: WorkerSettings): Promise<
     namespace: settings.namespace,
     taskQueue: settings.taskQueue,
     activities: createActivities(settings.activities),
+    ...(settings.dataConverter ? { dataConverter: settings.dataConverter } : {}),
     ...(settings.workflowBundlePath
       ? { workflowBundle: { codePath: settings.workflowBundlePath } }
       : { workflowsPath: WORKFLOWS_PATH, bundlerOptions }),

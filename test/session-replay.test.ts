@@ -4,13 +4,16 @@
  * change that breaks determinism — and would wedge every session running at deploy time — fails
  * here instead of in an incident.
  */
+import { randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { bundleWorkflowCode, Worker, type InjectedSinks, type ReplayResult } from '@temporalio/worker';
 import { DeterminismViolationError } from '@temporalio/workflow';
 import { describe, expect, it } from 'vitest';
+import { codecDataConverter, EncryptingPayloadCodec } from '../server/payload-codec.js';
 import { WORKFLOWS_PATH, bundlerOptions } from '../server/worker.js';
+import { encryptHistoryJson } from './helpers/encrypt-history.js';
 import { historyFromShowJson } from './helpers/history-json.js';
 import type { ReplayInputSinks } from './helpers/replay-inputs.js';
 import { workflowBundle } from './helpers/session-env.js';
@@ -52,6 +55,11 @@ const requestIds = (name: string) =>
     .flatMap((input) => input.args)
     .map((arg) => (arg as { requestId?: unknown } | null)?.requestId)
     .filter((id): id is string => typeof id === 'string');
+
+// Replayed as the product's workers run: with the payload codec. Histories recorded before it
+// hold plain payloads, which the codec passes through.
+const codec = new EncryptingPayloadCodec([{ id: 'replay-key', key: randomBytes(32) }], { compress: true });
+const dataConverter = codecDataConverter(codec);
 
 const quietLogger = { trace() {}, debug() {}, info() {}, warn() {}, error: console.error, log() {} } as never;
 
@@ -97,7 +105,7 @@ async function replayedInputs(interceptor: string, names: string[], removePatch?
     seen.get(ids.get(info.workflowId) ?? info.workflowId)?.push({ type, args });
   };
   const sinks = { replayInputs: { scheduled: { fn: scheduled, callDuringReplay: true } } } as unknown as InjectedSinks<ReplayInputSinks>;
-  for await (const result of Worker.runReplayHistories({ workflowBundle: bundle, sinks }, histories)) {
+  for await (const result of Worker.runReplayHistories({ workflowBundle: bundle, sinks, dataConverter }, histories)) {
     if (result.error) throw new ReplayError(ids.get(result.workflowId) ?? result.workflowId, result.error);
   }
   return seen;
@@ -112,10 +120,12 @@ class ReplayError extends Error {
   }
 }
 
-async function replayAll(bundle: { code: string }, names: string[]): Promise<ReplayResult[]> {
+async function replayAll(bundle: { code: string }, names: string[], options: { encrypted?: boolean; withCodec?: boolean } = {}): Promise<ReplayResult[]> {
   const results: ReplayResult[] = [];
-  const histories = names.map((name) => ({ workflowId: name, history: historyFromShowJson(load(name)) }));
-  for await (const result of Worker.runReplayHistories({ workflowBundle: bundle }, histories)) results.push(result);
+  const histories = await Promise.all(
+    names.map(async (name) => ({ workflowId: name, history: historyFromShowJson(options.encrypted ? (await encryptHistoryJson(load(name), codec)).history : load(name)) })),
+  );
+  for await (const result of Worker.runReplayHistories({ workflowBundle: bundle, ...(options.withCodec === false ? {} : { dataConverter }) }, histories)) results.push(result);
   return results;
 }
 
@@ -154,6 +164,17 @@ describe('replay of recorded session histories', () => {
   it('when every recorded history is replayed against the current workflow code, then none hits a determinism error', async () => {
     const results = await replayAll(await workflowBundle(), FIXTURE_NAMES);
     expect(results.map((result) => [result.workflowId, result.error ? String(result.error) : null])).toEqual(FIXTURE_NAMES.map((name) => [name, null]));
+  }, 120_000);
+
+  it('when the recorded histories are stored encrypted (as with the payload codec), then each replays with the codec and none replays without it', async () => {
+    const { count } = await encryptHistoryJson(load('cycle'), codec);
+    expect(count).toBeGreaterThan(10);
+    const bundle = await workflowBundle();
+    const decoded = await replayAll(bundle, FIXTURE_NAMES, { encrypted: true });
+    expect(decoded.map((result) => [result.workflowId, result.error ? String(result.error) : null])).toEqual(FIXTURE_NAMES.map((name) => [name, null]));
+    // Negative control: the encryption reached what the workflow reads.
+    const undecoded = await replayAll(bundle, ['cycle', 'keys-2026-12'], { encrypted: true, withCodec: false });
+    for (const result of undecoded) expect(String(result.error), result.workflowId).toMatch(/binary\/encrypted/);
   }, 120_000);
 
   it('when every recorded history is replayed, then each activity is scheduled with exactly the input it was recorded with (host request ids included)', async () => {

@@ -12,6 +12,7 @@ import { readFileSync } from 'node:fs';
 import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime, Worker } from '@temporalio/worker';
 import { createActivities } from '../../activities/index.js';
+import { codecDataConverter, EncryptingPayloadCodec } from '../../server/payload-codec.js';
 import { TEST_ATTESTATION_KEY } from './attestation-key.js';
 import type { WorkerProcessSettings } from './session-env.js';
 
@@ -30,9 +31,10 @@ const target = (host: WorkerProcessSettings['pve']) => ({
   keepaliveIntervalMs: 1_000,
 });
 
+const dataConverter = codecDataConverter(settings.codecKeys ? new EncryptingPayloadCodec(settings.codecKeys.map(({ id, key }) => ({ id, key: Buffer.from(key, 'base64') })), { compress: true }) : null);
 const connection = await NativeConnection.connect({ address: settings.address });
 // Agent turns read the transcript through a client, as in the product.
-const agentClient = settings.agent ? new Client({ connection: await Connection.connect({ address: settings.address }), namespace: settings.namespace }) : null;
+const agentClient = settings.agent ? new Client({ connection: await Connection.connect({ address: settings.address }), namespace: settings.namespace, dataConverter }) : null;
 const agent =
   settings.agent && agentClient
     ? {
@@ -48,6 +50,7 @@ const worker = await Worker.create({
   taskQueue: settings.taskQueue,
   activities: createActivities({ pve: target(settings.pve), devvm: target(settings.devvm), artifactsDir: settings.artifactsDir, deadlines: { devvmProbeMs: 3_000 }, attestationKey: TEST_ATTESTATION_KEY, ...(agent ? { agent } : {}) }),
   workflowBundle: { codePath: bundlePath },
+  dataConverter,
   stickyQueueScheduleToStartTimeout: '1s',
   shutdownGraceTime: '20s',
 });

@@ -16,6 +16,7 @@ import { startScenarioHost, type DevvmScenario } from '../../lab/scenarios.js';
 import { startSshd } from '../../lab/sshd.js';
 import { startTemporalDev, type TemporalDev } from '../../lab/temporal-dev.js';
 import { attestingInterceptor } from '../../server/attestation.js';
+import { codecDataConverter, EncryptingPayloadCodec, type CodecKey } from '../../server/payload-codec.js';
 import { TEST_ATTESTATION_KEY } from './attestation-key.js';
 import { bundlerOptions, WORKFLOWS_PATH } from '../../server/worker.js';
 import { breakglassSession } from '../../workflows/session.js';
@@ -77,6 +78,8 @@ export interface WorkerProcessSettings {
   artifactsDir: string;
   /** The Messages API stand-in, when the env has an agent. */
   agent?: AgentModelConfig;
+  /** The payload codec's key ring (keys as base64), when the env encrypts history. */
+  codecKeys?: { id: string; key: string }[];
 }
 
 let sessionCounter = 0;
@@ -93,14 +96,17 @@ export interface SessionEnvOptions {
    * real VM), instead of a real shell on this machine with a QEMU that has no guest.
    */
   guest?: DevvmScenario;
+  /** Encrypt history with this key ring (the first encrypts), in every client and worker of the env. */
+  codecKeys?: CodecKey[];
 }
 
 export async function startSessionEnv(options: SessionEnvOptions = {}): Promise<SessionEnv> {
   const dir = await mkdtemp(join(tmpdir(), 'bg-session-'));
   const temporal = await startTemporalDev({ dataDir: join(dir, 'temporal'), headless: true, ...(options.dynamicConfig ? { dynamicConfig: options.dynamicConfig } : {}) });
   const connection = await Connection.connect({ address: temporal.address });
-  const client = new Client({ connection, interceptors: { workflow: [attestingInterceptor(TEST_ATTESTATION_KEY)] } });
-  const rawClient = new Client({ connection });
+  const dataConverter = codecDataConverter(options.codecKeys ? new EncryptingPayloadCodec(options.codecKeys, { compress: true }) : null);
+  const client = new Client({ connection, dataConverter, interceptors: { workflow: [attestingInterceptor(TEST_ATTESTATION_KEY)] } });
+  const rawClient = new Client({ connection, dataConverter });
   const clientKey = await generateKeyPair(dir, 'breakglass');
   const pveOptions = { dir: join(dir, 'pve'), clientPublicKey: clientKey.publicKey, ...(options.pveConfig ? { config: options.pveConfig } : {}) };
   const user = userInfo().username;
@@ -153,6 +159,7 @@ export async function startSessionEnv(options: SessionEnvOptions = {}): Promise<
       devvm: { host: '127.0.0.1', port: devvm.port, username: devvm.user, privateKeyPath: devvm.privateKeyPath, knownHosts: devvm.knownHostsLine },
       artifactsDir: join(dir, 'artifacts'),
       ...(activityDeps.agent ? { agent: activityDeps.agent.model } : {}),
+      ...(options.codecKeys ? { codecKeys: options.codecKeys.map(({ id, key }) => ({ id, key: key.toString('base64') })) } : {}),
     }),
     startWorker: async (taskQueue, activities = {}) => {
       const workerConnection = await NativeConnection.connect({ address: temporal.address });
@@ -161,6 +168,7 @@ export async function startSessionEnv(options: SessionEnvOptions = {}): Promise<
         taskQueue,
         workflowBundle: await workflowBundle(),
         activities: createActivities({ ...activityDeps, ...activities }),
+        dataConverter,
       });
       const running = worker.run();
       let stopped: Promise<void> | undefined;
