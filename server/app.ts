@@ -16,6 +16,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Registry } from 'prom-client';
 import { AuthError, type Authenticator } from './auth.js';
 import { registerAuthRoutes } from './auth-routes.js';
+import { registerCodecRoutes, type CodecServerDeps } from './codec-routes.js';
 import type { LiveBus, LiveChunk } from './live-bus.js';
 import type { SessionEvents } from './events.js';
 import { duplicateKey } from './json-body.js';
@@ -51,6 +52,8 @@ export interface AppDeps {
   metrics?: Registry;
   /** Live chunks pushed by a worker in another process (shared token), into this bus. */
   livePush?: { token: string; bus: LiveBus };
+  /** The codec server (POST /codec/decode, /codec/encode) for the Temporal Web UI and CLI; absent without a codec. */
+  codecServer?: CodecServerDeps;
 }
 
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
@@ -203,6 +206,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   registerAuthRoutes(app, deps, authenticated);
   registerSessionRoutes(app, deps, authenticated);
+  if (deps.codecServer) registerCodecRoutes(app, deps, deps.codecServer);
 
   if (deps.uiDir && existsSync(join(deps.uiDir, 'index.html'))) {
     await app.register(fastifyStatic, { root: deps.uiDir, prefix: '/', index: 'index.html', wildcard: false });

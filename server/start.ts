@@ -224,6 +224,7 @@ export async function startBreakglass(config: Config, options: StartOptions = {}
       metrics: metrics.registry,
       metricsToken: config.metrics.token,
       ...(config.live.token ? { livePush: { token: config.live.token, bus: live } } : {}),
+      ...(codec ? { codecServer: { codec, webUiOrigins: config.codec.webUiOrigins } } : {}),
     });
     url = await app.listen({ host: config.listen.host, port: config.listen.port });
     closers.unshift(async () => {

@@ -58,8 +58,8 @@ export interface SessionEnv {
   activityDeps: ActivityDeps;
   /** Settings a worker in another process needs (JSON-serialisable). */
   workerSettings(taskQueue: string): WorkerProcessSettings;
-  /** An in-process worker; `activities` overrides some dependencies (e.g. another PVE host). */
-  startWorker(taskQueue: string, activities?: Partial<ActivityDeps>): Promise<RunningWorker>;
+  /** An in-process worker; `activities` overrides some dependencies (e.g. another PVE host), `codecKeys` the env's key ring (a rotation). */
+  startWorker(taskQueue: string, activities?: Partial<ActivityDeps>, options?: { codecKeys?: CodecKey[] }): Promise<RunningWorker>;
   startSession(taskQueue: string, overrides?: Omit<Partial<SessionInput>, 'policy'> & { policy?: Partial<SessionPolicy> }): Promise<WorkflowHandle<typeof breakglassSession>>;
   teardown(): Promise<void>;
 }
@@ -161,14 +161,14 @@ export async function startSessionEnv(options: SessionEnvOptions = {}): Promise<
       ...(activityDeps.agent ? { agent: activityDeps.agent.model } : {}),
       ...(options.codecKeys ? { codecKeys: options.codecKeys.map(({ id, key }) => ({ id, key: key.toString('base64') })) } : {}),
     }),
-    startWorker: async (taskQueue, activities = {}) => {
+    startWorker: async (taskQueue, activities = {}, workerOptions = {}) => {
       const workerConnection = await NativeConnection.connect({ address: temporal.address });
       const worker = await Worker.create({
         connection: workerConnection,
         taskQueue,
         workflowBundle: await workflowBundle(),
         activities: createActivities({ ...activityDeps, ...activities }),
-        dataConverter,
+        dataConverter: workerOptions.codecKeys ? codecDataConverter(new EncryptingPayloadCodec(workerOptions.codecKeys, { compress: true })) : dataConverter,
       });
       const running = worker.run();
       let stopped: Promise<void> | undefined;

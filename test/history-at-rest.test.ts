@@ -1,0 +1,189 @@
+/**
+ * History at rest, end to end on the real Temporal dev server: a session whose devvm output
+ * holds a secret leaves no trace of it in the server's SQLite file, while the console, the
+ * postmortem and the real `temporal` CLI through the codec server show it; a key rotation keeps
+ * old sessions readable; a ring without the old key says which key it lacks.
+ */
+import { execFile } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { Client } from '@temporalio/client';
+import type { Payload } from '@temporalio/common';
+import type { FastifyInstance } from 'fastify';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { toolPath } from '../lab/temporal-dev.js';
+import { buildApp } from '../server/app.js';
+import { attestingInterceptor } from '../server/attestation.js';
+import { createAuthenticator } from '../server/auth.js';
+import { loadConfig } from '../server/config.js';
+import { SessionEvents } from '../server/events.js';
+import { LiveBus } from '../server/live-bus.js';
+import { codecDataConverter, EncryptingPayloadCodec, KEY_ID_METADATA, type CodecKey } from '../server/payload-codec.js';
+import { Sessions } from '../server/sessions.js';
+import { DEFAULT_POLICY, type TranscriptEntry } from '../workflows/session-types.js';
+import { TEST_ATTESTATION_KEY } from './helpers/attestation-key.js';
+import { startSessionEnv, uniqueQueue, type RunningWorker, type SessionEnv } from './helpers/session-env.js';
+
+const run = promisify(execFile);
+const TOKEN = 'history-at-rest-token-0123456789';
+const KEY_A: CodecKey = { id: 'key-a', key: randomBytes(32) };
+const KEY_B: CodecKey = { id: 'key-b', key: randomBytes(32) };
+const endpoints = {
+  devvm: { host: '127.0.0.1', keyFile: '/dev/null', fingerprints: ['SHA256:' + 'A'.repeat(43)] },
+  pve: { host: '127.0.0.1', keyFile: '/dev/null', fingerprints: ['SHA256:' + 'A'.repeat(43)] },
+};
+const marker = (what: string) => `${what}-${randomBytes(8).toString('hex')}`;
+
+let env: SessionEnv;
+let queue: string;
+let worker: RunningWorker;
+const apps: FastifyInstance[] = [];
+
+/** A console on the env's Temporal whose client and codec server use this key ring. */
+async function serveConsole(keys: CodecKey[]): Promise<string> {
+  const config = loadConfig({ env: {}, file: { ...endpoints, auth: { mode: 'token', tokens: [{ operator: 'carol', sha256: createHash('sha256').update(TOKEN).digest('hex') }] } } });
+  const codec = new EncryptingPayloadCodec(keys, { compress: true });
+  const client = new Client({ connection: env.client.connection, dataConverter: codecDataConverter(codec), interceptors: { workflow: [attestingInterceptor(TEST_ATTESTATION_KEY)] } });
+  const sessions = new Sessions(client, { taskQueue: queue, target: { devvm: 'devvm', vmid: 102 }, policy: DEFAULT_POLICY, namespace: 'default' });
+  const app = await buildApp({
+    sessions,
+    events: new SessionEvents(sessions, new LiveBus(), 100),
+    auth: createAuthenticator(config),
+    readiness: async () => ({ temporal: true, worker: true }),
+    temporalUiUrl: null,
+    namespace: 'default',
+    agent: { mode: 'off', reason: 'test' },
+    codecServer: { codec, webUiOrigins: [] },
+  });
+  apps.push(app);
+  return app.listen({ host: '127.0.0.1', port: 0 });
+}
+
+const api = (base: string, path: string, body?: unknown) =>
+  fetch(`${base}${path}`, body === undefined ? { headers: { authorization: `Bearer ${TOKEN}` } } : { method: 'POST', headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+
+async function transcriptWith(base: string, id: string, text: string): Promise<TranscriptEntry[]> {
+  const deadline = Date.now() + 60_000;
+  let last: TranscriptEntry[] = [];
+  while (Date.now() < deadline) {
+    const response = await api(base, `/api/sessions/${id}/transcript?limit=200`);
+    if (response.ok) last = ((await response.json()) as { entries: TranscriptEntry[] }).entries;
+    if (last.some((entry) => entry.type === 'command-result' && JSON.stringify(entry).includes(text))) return last;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error(`no command result with ${text}; entries: ${last.map((entry) => entry.type).join(', ')}`);
+}
+
+/** A devvm command whose output, not its text, holds the secret: the secret sits in a file. */
+async function runSecretCommand(base: string, id: string, secret: string): Promise<void> {
+  const file = join(env.dir, `devvm-file-${randomBytes(4).toString('hex')}.txt`);
+  await writeFile(file, `token=${secret}\n`);
+  const response = await api(base, `/api/sessions/${id}/commands`, { command: `cat ${file}`, timeoutSeconds: 10 });
+  expect(response.status).toBe(200);
+  await transcriptWith(base, id, secret);
+}
+
+/** The dev server's SQLite database as stored: the main file and its write-ahead log. */
+async function sqliteBytes(): Promise<Buffer> {
+  const dir = join(env.dir, 'temporal');
+  const files = (await readdir(dir)).filter((name) => name.startsWith('temporal.sqlite'));
+  expect(files).toContain('temporal.sqlite');
+  return Buffer.concat(await Promise.all(files.map((name) => readFile(join(dir, name)))));
+}
+
+/** What `temporal workflow show --output json` printed, with every payload's data base64-decoded. */
+function payloadTexts(json: string): string {
+  const texts: string[] = [];
+  const walk = (node: unknown): void => {
+    if (!node || typeof node !== 'object') return;
+    const { metadata, data } = node as { metadata?: Record<string, string>; data?: unknown };
+    if (metadata && typeof data === 'string') texts.push(`${Buffer.from(metadata.encoding ?? '', 'base64').toString()}: ${Buffer.from(data, 'base64').toString('utf8')}`);
+    for (const value of Object.values(node)) walk(value);
+  };
+  walk(JSON.parse(json));
+  return texts.join('\n');
+}
+
+const temporalCli = (args: string[]) => run(toolPath('temporal'), [...args, '--address', env.temporal.address], { maxBuffer: 32 * 1024 * 1024 }).then(({ stdout }) => stdout);
+
+beforeAll(async () => {
+  env = await startSessionEnv({ codecKeys: [KEY_A] });
+  queue = uniqueQueue('at-rest');
+  worker = await env.startWorker(queue);
+}, 120_000);
+
+afterAll(async () => {
+  for (const app of apps) await app.close();
+  await env?.teardown();
+});
+
+describe('history at rest', () => {
+  it('when devvm output holds a secret, then the SQLite file never holds it, while the console, the postmortem and the CLI through the codec server show it', async () => {
+    const base = await serveConsole([KEY_A]);
+    const secret = marker('devvm-secret');
+    const described = marker('description-secret');
+    const opened = await api(base, '/api/sessions', { description: `devvm wedged ${described}` });
+    const { id } = (await opened.json()) as { id: string };
+    await runSecretCommand(base, id, secret);
+
+    const report = await api(base, `/api/sessions/${id}/report`);
+    expect(await report.text()).toContain(secret);
+
+    const stored = await sqliteBytes();
+    expect(stored.includes(id), 'the session is in this database (control)').toBe(true);
+    expect(stored.includes(secret), 'devvm output in the database').toBe(false);
+    expect(stored.includes(described), 'the description in the database').toBe(false);
+
+    // The real CLI decodes through the codec server with a token, and shows ciphertext without it.
+    const show = ['workflow', 'show', '--workflow-id', id, '--output', 'json'];
+    const decoded = payloadTexts(await temporalCli([...show, '--codec-endpoint', `${base}/codec`, '--codec-auth', `Bearer ${TOKEN}`]));
+    expect(decoded).toContain(secret);
+    expect(decoded).not.toContain('binary/encrypted');
+    const plain = payloadTexts(await temporalCli(show));
+    expect(plain).not.toContain(secret);
+    expect(plain).toContain('binary/encrypted');
+    const refused = await temporalCli([...show, '--codec-endpoint', `${base}/codec`, '--codec-auth', 'Bearer not-the-token-0123456789']).then(
+      (out) => payloadTexts(out),
+      (error: { stderr?: string }) => `failed: ${error.stderr ?? ''}`,
+    );
+    expect(refused).not.toContain(secret);
+    expect(refused).toMatch(/401|failed/);
+
+    // Negative control: what a client without the codec sends is stored as sent, and found.
+    const control = marker('plain-control');
+    await new Client({ connection: env.client.connection }).workflow.getHandle(id).signal('pause', { operator: 'carol', reason: control });
+    expect((await sqliteBytes()).includes(control), 'a plain payload is found in the database').toBe(true);
+  }, 120_000);
+
+  it('when key B becomes the encrypting key, then a session written with A stays readable and goes on with B, and a ring without A names "key-a"', async () => {
+    const before = await serveConsole([KEY_A]);
+    const { id } = (await (await api(before, '/api/sessions', { description: 'rotation' })).json()) as { id: string };
+    const oldSecret = marker('written-with-a');
+    await runSecretCommand(before, id, oldSecret);
+
+    // Rolled out: the worker and the console hold B first, A still to decrypt.
+    await worker.stop();
+    worker = await env.startWorker(queue, {}, { codecKeys: [KEY_B, KEY_A] });
+    const after = await serveConsole([KEY_B, KEY_A]);
+    const newSecret = marker('written-with-b');
+    await runSecretCommand(after, id, newSecret);
+    const entries = await transcriptWith(after, id, oldSecret);
+    expect(JSON.stringify(entries)).toContain(newSecret);
+
+    const history = await env.client.workflow.getHandle(id).fetchHistory();
+    const payloads: Payload[] = [];
+    const collect = (node: unknown): void => {
+      if (!node || typeof node !== 'object') return;
+      if ('metadata' in node && 'data' in node) payloads.push(node as Payload);
+      for (const value of Object.values(node)) collect(value);
+    };
+    collect(history.events);
+    const keyIds = new Set(payloads.map((payload) => Buffer.from(payload.metadata?.[KEY_ID_METADATA] ?? []).toString()).filter(Boolean));
+    expect([...keyIds].sort()).toEqual(['key-a', 'key-b']);
+
+    const first = history.events?.[0]?.workflowExecutionStartedEventAttributes?.input?.payloads?.[0] as Payload;
+    await expect(new EncryptingPayloadCodec([KEY_B], { compress: true }).decode([first])).rejects.toThrow('the payload was encrypted with key id "key-a", which is not in codec.keys (it has: "key-b")');
+  }, 120_000);
+});
