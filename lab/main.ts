@@ -49,7 +49,9 @@ async function main() {
     if (!temporalAddress) {
       console.log('lab: starting the Temporal dev server…');
       // The ports temporal and tctl default to, and a Web UI a bookmark finds again, when free.
-      temporal = await startTemporalDev({ dataDir: join(dataDir, 'temporal'), port: await preferredPort(DEFAULT_TEMPORAL_PORT), uiPort: await preferredPort(DEFAULT_TEMPORAL_UI_PORT) });
+      // Its Web UI decodes history through the console's codec server, where the console will listen.
+      const uiCodecEndpoint = `http://127.0.0.1:${process.env.PORT ?? 8080}/codec`;
+      temporal = await startTemporalDev({ dataDir: join(dataDir, 'temporal'), port: await preferredPort(DEFAULT_TEMPORAL_PORT), uiPort: await preferredPort(DEFAULT_TEMPORAL_UI_PORT), uiCodecEndpoint });
       stops.push(() => (temporal as TemporalDev).stop());
       temporalAddress = temporal.address;
       uiUrl = temporal.uiUrl;

@@ -22,6 +22,8 @@ export interface TemporalDevOptions {
   /** Extra `--dynamic-config-value` pairs, e.g. a low continue-as-new threshold in tests. */
   dynamicConfig?: Record<string, string | number | boolean>;
   headless?: boolean;
+  /** The Web UI decodes payloads through this codec server (the console's /codec). */
+  uiCodecEndpoint?: string;
 }
 
 export interface TemporalDev {
@@ -74,6 +76,7 @@ export async function startTemporalDev(options: TemporalDevOptions): Promise<Tem
     ...Object.entries(SEARCH_ATTRIBUTE_TYPES).flatMap(([name, type]) => ['--search-attribute', `${name}=${type}`]),
     ...Object.entries(options.dynamicConfig ?? {}).flatMap(([key, value]) => ['--dynamic-config-value', `${key}=${JSON.stringify(value)}`]),
     ...(options.headless ? ['--headless'] : []),
+    ...(options.uiCodecEndpoint && !options.headless ? ['--ui-codec-endpoint', options.uiCodecEndpoint] : []),
   ];
   const address = `127.0.0.1:${port}`;
   const logFd = openSync(join(options.dataDir, 'temporal.log'), 'a');

@@ -6,8 +6,8 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
-import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
-import { createHash } from 'node:crypto';
+import { copyFile, mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { createHash, randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -288,6 +288,9 @@ describe('Dockerfile (static)', () => {
     const copies = all('COPY', finalStage).map((c) => copyParts(c.args));
     expect(copies).toContainEqual(expect.objectContaining({ sources: ['/src/dist'], dest: './dist' }));
     expect(copies).toContainEqual(expect.objectContaining({ sources: ['/src/ui/dist'], dest: './ui/dist' }));
+    // The worker loads the failure converter by path, relative to dist/ (server/payload-codec.ts).
+    expect(copies).toContainEqual(expect.objectContaining({ sources: ['/src/workflows/encoded-failures.cjs'], dest: './workflows/encoded-failures.cjs' }));
+    expect(readFileSync(join(ROOT, 'server/payload-codec.ts'), 'utf8')).toMatch(/new URL\('\.\.\/workflows\/encoded-failures\.cjs', import\.meta\.url\)/);
     const build = all('RUN', stages.find((stage) => stage.name === 'build')).map((run) => run.args).join('\n');
     expect(build).toContain('npm run build:ui');
     expect(build).toContain('scripts/build-dist.ts dist');
@@ -365,6 +368,9 @@ describe('image artifacts (scripts/build-dist.ts, run as the image runs them)', 
     await symlink(join(ROOT, 'node_modules'), join(app, 'node_modules'), 'dir');
     await mkdir(join(app, 'ui/dist'), { recursive: true });
     await writeFile(join(app, 'ui/dist/index.html'), '<!doctype html><title>ui-dist-marker</title>\n');
+    // The failure converter the worker loads by path, where the image's COPY puts it.
+    await mkdir(join(app, 'workflows'));
+    await copyFile(join(ROOT, 'workflows/encoded-failures.cjs'), join(app, 'workflows/encoded-failures.cjs'));
     await mkdir(join(app, 'data'));
   }, 120_000);
 
@@ -407,6 +413,15 @@ describe('image artifacts (scripts/build-dist.ts, run as the image runs them)', 
     const missing = await run(process.execPath, ['dist/server.mjs'], { cwd: app, env: imageEnv(app, { BREAKGLASS_CONFIG: join(app, 'nope.json') }) });
     expect(missing.code).toBe(78);
     expect(missing.stderr).toContain('config: BREAKGLASS_CONFIG: cannot read');
+
+    // Valid but for history at rest: no codec keys and no explicit codec.enabled false.
+    const endpoint = (host: string) => ({ host, keyFile: '/nonexistent/key', fingerprints: [`SHA256:${'A'.repeat(43)}`] });
+    const plain = join(app, 'plain.json');
+    await writeFile(plain, JSON.stringify({ temporal: { address: '127.0.0.1:1' }, auth: { mode: 'token', tokens: [{ operator: 'a', sha256: 'a'.repeat(64) }] }, devvm: endpoint('192.0.2.10'), pve: endpoint('192.0.2.2') }));
+    const unencrypted = await run(process.execPath, ['dist/server.mjs'], { cwd: app, env: imageEnv(app, { BREAKGLASS_CONFIG: plain }) });
+    expect(unencrypted.code).toBe(78);
+    expect(unencrypted.stderr).toContain('config: codec.keys: required');
+    expect(unencrypted.stderr).toContain('codec.enabled: false');
   });
 
   describe('against a real Temporal dev server', () => {
@@ -423,6 +438,7 @@ describe('image artifacts (scripts/build-dist.ts, run as the image runs them)', 
       await mkdir(secrets);
       // Never read unless an activity runs: the worker only needs the paths to exist.
       await writeFile(join(secrets, 'key'), 'not-a-real-key\n', { mode: 0o600 });
+      await writeFile(join(secrets, 'codec-key'), `${randomBytes(32).toString('base64')}\n`, { mode: 0o600 });
       await writeFile(join(secrets, 'known_hosts'), '192.0.2.10 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n');
       const endpoint = (host: string) => ({ host, keyFile: join(secrets, 'key'), knownHostsFile: join(secrets, 'known_hosts') });
       const config = join(app, 'config.json');
@@ -434,6 +450,7 @@ describe('image artifacts (scripts/build-dist.ts, run as the image runs them)', 
           auth: { mode: 'token', tokens: [{ operator: 'alice', sha256: createHash('sha256').update(token).digest('hex') }] },
           devvm: endpoint('192.0.2.10'),
           pve: endpoint('192.0.2.2'),
+          codec: { keys: [{ id: 'image-key', file: join(secrets, 'codec-key') }] },
         }),
       );
       server = spawn(process.execPath, ['--enable-source-maps', 'dist/server.mjs'], { cwd: app, env: imageEnv(app, { BREAKGLASS_CONFIG: config }), stdio: ['ignore', 'pipe', 'pipe'] });
@@ -463,7 +480,7 @@ describe('image artifacts (scripts/build-dist.ts, run as the image runs them)', 
         ready = (await (await fetch(`${url}/readyz`)).json()) as typeof ready;
         if (!ready.ready) await new Promise((r) => setTimeout(r, 250));
       }
-      expect(ready).toMatchObject({ ready: true, temporal: true, worker: true });
+      expect(ready).toMatchObject({ ready: true, temporal: true, worker: true, codec: 'encrypting with key "image-key" (1 key decrypt)' });
       expect(await (await fetch(`${url}/`)).text()).toContain('ui-dist-marker');
     });
 

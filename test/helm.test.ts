@@ -194,6 +194,7 @@ const NON_DEFAULT = {
   metrics: { token: { existingSecret: 'bg-metrics', item: 'scrape-token' } },
   worker: { separate: true },
   identity: { existingSecret: 'bg-identity' },
+  codec: { existingSecret: 'bg-codec', keys: [{ id: 'key-2026-12', item: 'new' }, { id: 'key-2026-06', item: 'old' }], webUiOrigins: ['https://temporal.example.internal'] },
   persistence: { enabled: true, storageClass: 'fast', size: '5Gi' },
   ingress: {
     enabled: true,
@@ -337,6 +338,10 @@ async function loadRendered(docs: Manifest[], deployment: Deployment) {
   if (mounts.includes('identity')) {
     await mkdir(join(etc, 'identity'));
     await writeFile(join(etc, 'identity/key'), 'test-identity-key-0123456789abcdef0123\n');
+  }
+  if (mounts.includes('codec-keys')) {
+    await mkdir(join(etc, 'codec'));
+    for (const id of ['key-2026-12', 'key-2026-06']) await writeFile(join(etc, 'codec', id), `${Buffer.alloc(32, id.length).toString('base64')}\n`);
   }
   if (mounts.includes('metrics-token')) {
     await mkdir(join(etc, 'metrics-token'));
@@ -575,8 +580,26 @@ describe('helm template with non-default values (separate worker, ingress, PVC, 
     expect(config.identity).toEqual({ keyFile: '/etc/breakglass/identity/key' });
   });
 
-  it('when installed, then NOTES lists the proxy, identity and metrics Secrets to create', async () => {
+  it('when codec keys are named, then both pods mount them as one file per key id and the config lists them in order', () => {
+    for (const pod of [console_.spec.template.spec, worker.spec.template.spec]) {
+      expect(volume(pod, 'codec-keys')?.secret).toEqual({ secretName: 'bg-codec', defaultMode: 0o440, items: [{ key: 'new', path: 'key-2026-12' }, { key: 'old', path: 'key-2026-06' }] });
+      expect(mount(pod.containers[0] as Container, 'codec-keys')).toEqual({ name: 'codec-keys', mountPath: '/etc/breakglass/codec', readOnly: true });
+    }
+    const config = JSON.parse(one(docs, 'ConfigMap', `${RELEASE}-breakglass`).data?.['config.json'] as string) as { codec: unknown };
+    expect(config.codec).toEqual({
+      enabled: true,
+      compress: true,
+      keys: [
+        { id: 'key-2026-12', file: '/etc/breakglass/codec/key-2026-12' },
+        { id: 'key-2026-06', file: '/etc/breakglass/codec/key-2026-06' },
+      ],
+      webUiOrigins: ['https://temporal.example.internal'],
+    });
+  });
+
+  it('when installed, then NOTES lists the proxy, identity, metrics and codec Secrets to create', async () => {
     const notes = await renderNotes(NON_DEFAULT);
+    expect(notes).toContain('Secret bg-codec: new, old (the payload codec keys; the first encrypts history)');
     expect(notes).toContain('Secret bg-identity: key (the key console and worker share to sign and check operator messages)');
     expect(notes).toContain('Secret bg-proxy: shared (the shared secret your proxy sends in x-breakglass-proxy-secret)');
     expect(notes).toContain('Secret bg-metrics: scrape-token (the bearer token Prometheus presents for /metrics)');
@@ -635,6 +658,8 @@ describe('helm template with non-default values (separate worker, ingress, PVC, 
     expect(workerConfig.agent).toMatchObject({ apiKey: 'test-anthropic-key', configured: true });
     expect(workerConfig.auth.proxy.secret).toBeNull();
     expect(workerConfig.metrics.token).toBeNull();
+    // Both roles hold the whole key ring, the encrypting key first.
+    for (const loaded of [config, workerConfig]) expect(loaded.codec.keys.map(({ id }) => id)).toEqual(['key-2026-12', 'key-2026-06']);
   });
 });
 
@@ -714,6 +739,8 @@ describe('bad values are refused, naming the value', () => {
     ['a pod selector that is not a LabelSelector', { networkPolicy: { ingress: { fromProxy: { podSelector: { app: 'nginx' } } } } }, /\/networkPolicy\/ingress\/fromProxy\/podSelector.*additional properties 'app' not allowed/],
     ['a bad proxy secret Secret name', { auth: { proxy: { secret: { existingSecret: 'Not_A_Name' } } } }, /\/auth\/proxy\/secret\/existingSecret/],
     ['a misspelt metrics token key', { metrics: { token: { existingSecrets: 'x' } } }, /\/metrics\/token.*additional properties 'existingSecrets' not allowed/],
+    ['a codec key id with a space', { codec: { existingSecret: 'bg-codec', keys: [{ id: 'key a', item: 'a' }] } }, /\/codec\/keys\/0\/id/],
+    ['a codec Web UI origin with a path', { codec: { webUiOrigins: ['https://temporal.example.com/namespaces'] } }, /\/codec\/webUiOrigins\/0/],
   ];
 
   it.each(schemaCases)('when the values carry %s, then lint and template fail naming the key', async (_what, values, message) => {
@@ -741,6 +768,8 @@ describe('bad values are refused, naming the value', () => {
     ['the secret header the same as the identity header', { auth: { proxy: { header: 'X-User', secretHeader: 'x-user' } } }, 'auth.proxy.secretHeader: must differ from auth.proxy.header'],
     ['a separate worker without the shared identity key', { worker: { separate: true } }, 'identity.existingSecret: required when worker.separate is true'],
     ['a proxy peer without selectors', { networkPolicy: { ingress: { fromProxy: { namespaceSelector: null, podSelector: null } } } }, 'networkPolicy.ingress.fromProxy: set namespaceSelector and/or podSelector, or enabled: false'],
+    ['codec keys without their Secret', { codec: { keys: [{ id: 'k1', item: 'k1' }] } }, 'codec.existingSecret: required when codec.keys is set'],
+    ['a codec Secret without its keys listed', { codec: { existingSecret: 'bg-codec' } }, 'codec.keys: list the Secret\'s keys as { id, item }, the encrypting key first'],
     ['no known_hosts and no fingerprints', { ssh: { items: { knownHosts: '' } }, devvm: { host: '10.0.0.5' } }, 'ssh.items.knownHosts: empty'],
   ];
 

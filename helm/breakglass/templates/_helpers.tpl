@@ -65,6 +65,7 @@ temporalApiKey: /etc/breakglass/temporal-api-key/api-key
 proxySecret: /etc/breakglass/proxy-secret/secret
 metricsToken: /etc/breakglass/metrics-token/token
 identityKey: /etc/breakglass/identity/key
+codecKeys: /etc/breakglass/codec
 dataDir: /data
 {{- end -}}
 
@@ -102,6 +103,12 @@ Chart-level consistency checks the schema cannot express. Each failure names the
 {{- end -}}
 {{- if and $v.worker.separate (not $v.identity.existingSecret) -}}
 {{- fail "identity.existingSecret: required when worker.separate is true (the key the console signs operator messages with and the worker checks)" -}}
+{{- end -}}
+{{- if and $v.codec.enabled $v.codec.keys (not $v.codec.existingSecret) (not $v.existingConfigSecret.name) -}}
+{{- fail "codec.existingSecret: required when codec.keys is set (the Secret holding the payload codec keys)" -}}
+{{- end -}}
+{{- if and $v.codec.enabled $v.codec.existingSecret (empty $v.codec.keys) -}}
+{{- fail "codec.keys: list the Secret's keys as { id, item }, the encrypting key first" -}}
 {{- end -}}
 {{- if eq (lower $v.auth.proxy.header) (lower $v.auth.proxy.secretHeader) -}}
 {{- fail "auth.proxy.secretHeader: must differ from auth.proxy.header" -}}
@@ -207,6 +214,14 @@ paths into read-only Secret mounts; operator tokens appear as sha256 hashes.
 -}}
 {{- if $v.metrics.token.existingSecret }}{{ $_ := set $config "metrics" (dict "tokenFile" $p.metricsToken) }}{{ end -}}
 {{- if $v.identity.existingSecret }}{{ $_ := set $config "identity" (dict "keyFile" $p.identityKey) }}{{ end -}}
+{{- $codec := dict "enabled" $v.codec.enabled "compress" $v.codec.compress -}}
+{{- if $v.codec.enabled -}}
+{{- $keys := list -}}
+{{- range $v.codec.keys }}{{ $keys = append $keys (dict "id" .id "file" (printf "%s/%s" $p.codecKeys .id)) }}{{ end -}}
+{{- $_ := set $codec "keys" $keys -}}
+{{- end -}}
+{{- with $v.codec.webUiOrigins }}{{ $_ := set $codec "webUiOrigins" . }}{{ end -}}
+{{- $_ := set $config "codec" $codec -}}
 {{- toPrettyJson $config -}}
 {{- end -}}
 
@@ -360,6 +375,11 @@ spec:
           mountPath: /etc/breakglass/identity
           readOnly: true
         {{- end }}
+        {{- if and $v.codec.enabled $v.codec.existingSecret }}
+        - name: codec-keys
+          mountPath: {{ $p.codecKeys }}
+          readOnly: true
+        {{- end }}
   volumes:
     - name: config
       {{- if $v.existingConfigSecret.name }}
@@ -466,6 +486,17 @@ spec:
         items:
           - key: {{ $v.identity.item }}
             path: key
+    {{- end }}
+    {{- if and $v.codec.enabled $v.codec.existingSecret }}
+    - name: codec-keys
+      secret:
+        secretName: {{ $v.codec.existingSecret }}
+        defaultMode: 288 # 0440
+        items:
+          {{- range $v.codec.keys }}
+          - key: {{ .item }}
+            path: {{ .id }}
+          {{- end }}
     {{- end }}
   {{- with $v.nodeSelector }}
   nodeSelector:
