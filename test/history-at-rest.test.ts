@@ -2,7 +2,9 @@
  * History at rest, end to end on the real Temporal dev server: a session whose devvm output
  * holds a secret leaves no trace of it in the server's SQLite file, while the console, the
  * postmortem and the real `temporal` CLI through the codec server show it; a key rotation keeps
- * old sessions readable; a ring without the old key says which key it lacks.
+ * old sessions readable; a ring without the old key says which key it lacks; and the dev server's
+ * Web UI in Chromium shows the session decoded to a person logged in to the console, and
+ * encrypted (the codec server answering 401) to one who is not.
  */
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -13,6 +15,8 @@ import { Client } from '@temporalio/client';
 import type { Payload } from '@temporalio/common';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Browser } from 'playwright-core';
+import { freePort } from '../lab/sshd.js';
 import { toolPath } from '../lab/temporal-dev.js';
 import { buildApp } from '../server/app.js';
 import { attestingInterceptor } from '../server/attestation.js';
@@ -24,6 +28,7 @@ import { codecDataConverter, EncryptingPayloadCodec, KEY_ID_METADATA, type Codec
 import { Sessions } from '../server/sessions.js';
 import { DEFAULT_POLICY, type TranscriptEntry } from '../workflows/session-types.js';
 import { TEST_ATTESTATION_KEY } from './helpers/attestation-key.js';
+import { launchChromium } from './helpers/browser-lab.js';
 import { startSessionEnv, uniqueQueue, type RunningWorker, type SessionEnv } from './helpers/session-env.js';
 
 const run = promisify(execFile);
@@ -39,10 +44,13 @@ const marker = (what: string) => `${what}-${randomBytes(8).toString('hex')}`;
 let env: SessionEnv;
 let queue: string;
 let worker: RunningWorker;
+let browser: Browser | undefined;
+/** Where the console the dev server's Web UI decodes through listens (chosen before the dev server starts). */
+let webUiConsolePort: number;
 const apps: FastifyInstance[] = [];
 
 /** A console on the env's Temporal whose client and codec server use this key ring. */
-async function serveConsole(keys: CodecKey[]): Promise<string> {
+async function serveConsole(keys: CodecKey[], listen: { port: number; webUiOrigins: string[] } = { port: 0, webUiOrigins: [] }): Promise<string> {
   const config = loadConfig({ env: {}, file: { ...endpoints, auth: { mode: 'token', tokens: [{ operator: 'carol', sha256: createHash('sha256').update(TOKEN).digest('hex') }] } } });
   const codec = new EncryptingPayloadCodec(keys, { compress: true });
   const client = new Client({ connection: env.client.connection, dataConverter: codecDataConverter(codec), interceptors: { workflow: [attestingInterceptor(TEST_ATTESTATION_KEY)] } });
@@ -55,10 +63,10 @@ async function serveConsole(keys: CodecKey[]): Promise<string> {
     temporalUiUrl: null,
     namespace: 'default',
     agent: { mode: 'off', reason: 'test' },
-    codecServer: { codec, webUiOrigins: [] },
+    codecServer: { codec, webUiOrigins: listen.webUiOrigins },
   });
   apps.push(app);
-  return app.listen({ host: '127.0.0.1', port: 0 });
+  return app.listen({ host: '127.0.0.1', port: listen.port });
 }
 
 const api = (base: string, path: string, body?: unknown) =>
@@ -109,12 +117,14 @@ function payloadTexts(json: string): string {
 const temporalCli = (args: string[]) => run(toolPath('temporal'), [...args, '--address', env.temporal.address], { maxBuffer: 32 * 1024 * 1024 }).then(({ stdout }) => stdout);
 
 beforeAll(async () => {
-  env = await startSessionEnv({ codecKeys: [KEY_A] });
+  webUiConsolePort = await freePort();
+  env = await startSessionEnv({ codecKeys: [KEY_A], webUi: { codecEndpoint: `http://127.0.0.1:${webUiConsolePort}/codec` } });
   queue = uniqueQueue('at-rest');
   worker = await env.startWorker(queue);
 }, 120_000);
 
 afterAll(async () => {
+  await browser?.close();
   for (const app of apps) await app.close();
   await env?.teardown();
 });
@@ -185,5 +195,40 @@ describe('history at rest', () => {
 
     const first = history.events?.[0]?.workflowExecutionStartedEventAttributes?.input?.payloads?.[0] as Payload;
     await expect(new EncryptingPayloadCodec([KEY_B], { compress: true }).decode([first])).rejects.toThrow('the payload was encrypted with key id "key-a", which is not in codec.keys (it has: "key-b")');
+  }, 120_000);
+
+  it('when a person logged in to the console opens the session in the Temporal Web UI, then it reads decoded; without a login the codec server answers 401 and the page shows no secret', async () => {
+    const uiUrl = env.temporal.uiUrl as string;
+    // After the rotation above: the ring the worker holds too.
+    const base = await serveConsole([KEY_B, KEY_A], { port: webUiConsolePort, webUiOrigins: [new URL(uiUrl).origin] });
+    const secret = marker('web-ui-secret');
+    const { id } = (await (await api(base, '/api/sessions', { description: `devvm wedged ${secret}` })).json()) as { id: string };
+    const { runId } = await env.client.workflow.getHandle(id).describe();
+    browser = await launchChromium();
+    // The dev server sets only the endpoint: the person picks "Use my browser setting" and ticks
+    // "Include cross-origin credentials" in the Web UI's Codec Server settings (README).
+    const settings = { endpoint: `${base}/codec`, includeCredentials: true, overrideRemoteCodecConfiguration: true };
+    const openHistory = async (loggedIn: boolean) => {
+      const context = await (browser as Browser).newContext();
+      await context.addInitScript(`for (const [k, v] of Object.entries(${JSON.stringify(settings)})) localStorage.setItem(k, JSON.stringify(v));`);
+      if (loggedIn) expect((await context.request.post(`${base}/api/login`, { data: { token: TOKEN } })).status()).toBe(200);
+      const page = await context.newPage();
+      const decodes: number[] = [];
+      page.on('response', (response) => {
+        if (response.url().startsWith(`${base}/codec/decode`)) decodes.push(response.status());
+      });
+      await page.goto(`${uiUrl}/namespaces/default/workflows/${id}/${runId}/history`);
+      return { page, decodes };
+    };
+
+    const person = await openHistory(true);
+    await person.page.waitForFunction((text) => document.body.innerText.includes(text), secret, { timeout: 30_000 });
+    expect(person.decodes).toContain(200);
+    expect(person.decodes.filter((status) => status !== 200)).toEqual([]);
+
+    const stranger = await openHistory(false);
+    await expect.poll(() => stranger.decodes, { timeout: 30_000 }).toContain(401);
+    expect(stranger.decodes).not.toContain(200);
+    expect(await stranger.page.evaluate(() => document.body.innerText)).not.toContain(secret);
   }, 120_000);
 });

@@ -98,11 +98,18 @@ export interface SessionEnvOptions {
   guest?: DevvmScenario;
   /** Encrypt history with this key ring (the first encrypts), in every client and worker of the env. */
   codecKeys?: CodecKey[];
+  /** Start the dev server's Web UI (headless otherwise), decoding through this codec server. */
+  webUi?: { codecEndpoint: string };
 }
 
 export async function startSessionEnv(options: SessionEnvOptions = {}): Promise<SessionEnv> {
   const dir = await mkdtemp(join(tmpdir(), 'bg-session-'));
-  const temporal = await startTemporalDev({ dataDir: join(dir, 'temporal'), headless: true, ...(options.dynamicConfig ? { dynamicConfig: options.dynamicConfig } : {}) });
+  const temporal = await startTemporalDev({
+    dataDir: join(dir, 'temporal'),
+    headless: !options.webUi,
+    ...(options.webUi ? { uiCodecEndpoint: options.webUi.codecEndpoint } : {}),
+    ...(options.dynamicConfig ? { dynamicConfig: options.dynamicConfig } : {}),
+  });
   const connection = await Connection.connect({ address: temporal.address });
   const dataConverter = codecDataConverter(options.codecKeys ? new EncryptingPayloadCodec(options.codecKeys, { compress: true }) : null);
   const client = new Client({ connection, dataConverter, interceptors: { workflow: [attestingInterceptor(TEST_ATTESTATION_KEY)] } });
