@@ -64,6 +64,8 @@ export class SessionEvents {
       created.timer = setInterval(() => this.track(this.poll(id, created)), this.pollMs);
       this.watches.set(id, created);
       watch = created;
+      // A page that just loaded wants what changed since at once (a new session's first look).
+      this.track(this.poll(id, created));
     }
     // A subscriber that caught up beyond the shared cursor would see duplicates: filter them.
     const caughtUpTo = cursor ?? 0;
@@ -105,10 +107,9 @@ export class SessionEvents {
     if (watch.polling) return;
     watch.polling = true;
     try {
-      const page = await this.sessions.transcript(id, watch.nextSeq ?? undefined, 200);
+      const { state, transcript: page } = await this.sessions.view(id, watch.nextSeq ?? undefined, 200);
       for (const entry of page.entries) this.broadcast(watch, { type: 'entry', entry });
       if (page.nextCursor !== null) watch.nextSeq = page.nextCursor;
-      const state = await this.sessions.state(id);
       const fingerprint = JSON.stringify(state);
       if (fingerprint !== watch.lastState) {
         watch.lastState = fingerprint;

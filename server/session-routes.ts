@@ -72,8 +72,7 @@ export function registerSessionRoutes(app: FastifyInstance, deps: AppDeps, authe
     { preHandler: authenticated, ...schema({ summary: 'session state and the first transcript page', params: SessionId, response: Type.Object({ state: Loose, transcript: Loose }) }) },
     async (request) => {
       const { id } = request.params as Static<typeof SessionId>;
-      const [state, transcript] = await Promise.all([deps.sessions.state(id), deps.sessions.transcript(id, undefined, 200)]);
-      return { state, transcript };
+      return deps.sessions.view(id, undefined, 200);
     },
   );
 

@@ -18,6 +18,7 @@ import {
   setPolicyUpdate,
   stateQuery,
   transcriptQuery,
+  viewQuery,
   type ApprovalInput,
   type CommandRequestInput,
   type VerbRequestInput,
@@ -145,6 +146,17 @@ export class Sessions {
 
   state(id: string): Promise<SessionState> {
     return this.handle(id).query(stateQuery);
+  }
+
+  /**
+   * State and a transcript page in one query (two at once on one workflow answer one after the
+   * other, the second up to seconds late); an entry older than the current run is read from the
+   * run that holds it.
+   */
+  async view(id: string, cursor?: number, limit = 100): Promise<{ state: SessionState; transcript: TranscriptPage }> {
+    const view = await this.handle(id).query(viewQuery, { ...(cursor !== undefined ? { cursor } : {}), limit });
+    if (cursor === undefined || cursor >= view.transcript.firstSeq || !view.transcript.previousRunId) return view;
+    return { state: view.state, transcript: await this.transcript(id, cursor, limit) };
   }
 
   /** A page of the transcript; follows continue-as-new back into earlier runs when asked. */

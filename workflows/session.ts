@@ -21,6 +21,7 @@ import {
   ATTESTATION_TTL_MS,
   stateQuery,
   transcriptQuery,
+  viewQuery,
   type RequestAccepted,
 } from './messages.js';
 import { mdText } from './markdown.js';
@@ -50,6 +51,7 @@ import type {
   SessionState,
   TokenUsage,
   TranscriptEntry,
+  TranscriptPage,
   WorkItem,
 } from './session-types.js';
 
@@ -230,7 +232,7 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
   refreshDetails();
 
   // ------------------------------------------------------------------------- handlers
-  setHandler(stateQuery, (): SessionState => ({
+  const stateNow = (): SessionState => ({
     workflowId: info.workflowId,
     runId: info.runId,
     target: input.target,
@@ -252,9 +254,10 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
     budget: { toolCallsUsed, toolCallsPerMessage: policy.toolCallsPerMessage, tokens, costUsd },
     agent: { enabled: agentState.enabled, reason: agentState.reason, thinking: agentThinking, turns: agentState.turns, awaiting: [...awaiting] },
     transcript: { firstSeq, nextSeq, previousRunId: carried?.previousRunId ?? null },
-  }));
+  });
+  setHandler(stateQuery, stateNow);
 
-  setHandler(transcriptQuery, (page) => {
+  const transcriptPage = (page?: { cursor?: number; limit?: number }): TranscriptPage => {
     const cursor = Math.max(page?.cursor ?? firstSeq, firstSeq);
     const limit = Math.min(Math.max(page?.limit ?? 100, 1), TRANSCRIPT_PAGE_LIMIT);
     const newer = entries.filter((entry) => entry.seq >= cursor);
@@ -274,7 +277,9 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
       firstSeq,
       previousRunId: carried?.previousRunId ?? null,
     };
-  });
+  };
+  setHandler(transcriptQuery, transcriptPage);
+  setHandler(viewQuery, (page) => ({ state: stateNow(), transcript: transcriptPage(page) }));
 
   // The session's parts see its state through this view; the message handlers change it
   // (requests, approvals, policy, pause, end, cancel).
