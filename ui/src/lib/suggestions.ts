@@ -5,7 +5,8 @@
  */
 import { ioVerdictOf } from '../../../workflows/pve-types.js';
 import { MAX_REASON_LENGTH } from './limits.js';
-import type { Entry, ForensicsResult, PveVerb, SessionState } from './types.js';
+import type { ForensicsResult, PveVerb } from '../../../workflows/pve-types.js';
+import type { SessionState, TranscriptEntry as Entry } from '../../../workflows/session-types.js';
 
 interface Evidence {
   session: SessionState;
