@@ -35,7 +35,7 @@ export interface AppDeps {
   events: SessionEvents;
   auth: Authenticator;
   /** Temporal reachable and (when this process runs one) the worker polling; what the codec does with history. */
-  readiness: () => Promise<{ temporal: boolean; worker: boolean | null; codec?: string }>;
+  readiness: () => Promise<{ temporal: boolean; worker: boolean | null; codec?: string; version?: string }>;
   temporalUiUrl: string | null;
   namespace: string;
   agent: AgentStatus;

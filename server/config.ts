@@ -55,6 +55,8 @@ export interface Config {
     uiUrl: string | null;
     tls: { caFile: string | null; certFile: string | null; keyFile: string | null; serverName: string | null } | null;
     apiKeyFile: string | null;
+    /** Worker Deployment Versioning: with a build id the worker pins each session to its build (server/worker-deployment.ts). */
+    deployment: { name: string; buildId: string | null; /** Each new build makes itself current (one build at a time, as the chart runs it). */ promote: boolean };
   };
   target: { devvmName: string; vmid: number };
   devvm: SshEndpointConfig;
@@ -138,6 +140,10 @@ const int = (key: string, value: unknown, fallback: number, min: number, max: nu
     throw new ConfigError(key, `must be a whole number from ${min} to ${max} (got ${JSON.stringify(value)})`);
   }
   return number;
+};
+const matching = <T extends string | null>(key: string, value: T, pattern: RegExp, rule: string): T => {
+  if (value !== null && !pattern.test(value)) throw new ConfigError(key, `must be ${rule} (got ${JSON.stringify(value)})`);
+  return value;
 };
 const oneOf = <T extends string>(key: string, value: unknown, fallback: T, allowed: readonly T[]): T => {
   if (value === undefined) return fallback;
@@ -283,6 +289,9 @@ export const ENV_OVERRIDES: Record<string, string> = {
   BREAKGLASS_PUBLIC_URL: 'console.publicUrl',
   BREAKGLASS_METRICS_PORT: 'metrics.port',
   BREAKGLASS_CODEC_ENABLED: 'codec.enabled',
+  BREAKGLASS_DEPLOYMENT_NAME: 'temporal.deployment.name',
+  BREAKGLASS_BUILD_ID: 'temporal.deployment.buildId',
+  BREAKGLASS_PROMOTE_BUILD: 'temporal.deployment.promote',
 };
 
 export interface LoadOptions {
@@ -391,6 +400,11 @@ function parseConfig(options: LoadOptions): Config {
           }
         : null,
       apiKeyFile: optStr('temporal.apiKeyFile', at(raw, 'temporal.apiKeyFile')),
+      deployment: {
+        name: matching('temporal.deployment.name', str('temporal.deployment.name', at(raw, 'temporal.deployment.name'), 'breakglass'), /^[A-Za-z0-9_-]{1,100}$/, '1 to 100 of A-Z a-z 0-9 _ - (no dot: Temporal writes the version as <name>.<build id>)'),
+        buildId: matching('temporal.deployment.buildId', optStr('temporal.deployment.buildId', at(raw, 'temporal.deployment.buildId')), /^[A-Za-z0-9._+-]{1,200}$/, '1 to 200 of A-Z a-z 0-9 . _ + -'),
+        promote: oneOf('temporal.deployment.promote', at(raw, 'temporal.deployment.promote') === undefined ? undefined : String(at(raw, 'temporal.deployment.promote')), 'false', ['true', 'false'] as const) === 'true',
+      },
     },
     target: {
       devvmName: str('target.devvmName', at(raw, 'target.devvmName'), 'devvm'),

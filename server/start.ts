@@ -26,6 +26,7 @@ import { createLivePusher } from './live-push.js';
 import { createMetrics } from './metrics.js';
 import { Sessions } from './sessions.js';
 import { createBreakglassWorker } from './worker.js';
+import { claimCurrentVersion, type DeploymentVersion } from './worker-deployment.js';
 
 export const UI_DIR = resolve(fileURLToPath(new URL('../ui/dist', import.meta.url)));
 
@@ -152,6 +153,9 @@ export async function startBreakglass(config: Config, options: StartOptions = {}
   const registration = await registerSearchAttributes(connection, config.temporal.namespace);
   if (registration) console.warn(`breakglass: ${registration}`);
 
+  // Sessions pinned to the build that started them, when the build is named.
+  const { name: deploymentName, buildId, promote } = config.temporal.deployment;
+  const deployment: DeploymentVersion | null = buildId ? { name: deploymentName, buildId, promote } : null;
   if (config.roles.worker) {
     const activities: ActivityDeps = {
       pve: sshTarget(config.pve, 'pve'),
@@ -172,12 +176,20 @@ export async function startBreakglass(config: Config, options: StartOptions = {}
       taskQueue: config.temporal.taskQueue,
       activities,
       dataConverter,
+      ...(deployment ? { deployment } : {}),
       ...(process.env.BREAKGLASS_WORKFLOW_BUNDLE ? { workflowBundlePath: process.env.BREAKGLASS_WORKFLOW_BUNDLE } : {}),
       ...('tls' in connectionOptions ? { tls: connectionOptions.tls } : {}),
       ...('apiKey' in connectionOptions ? { apiKey: connectionOptions.apiKey } : {}),
     });
     const running = worker.run();
     workerState = () => worker.getState() === 'RUNNING';
+    if (deployment) {
+      // In the background: the version registers when the worker first polls.
+      void claimCurrentVersion(connection, config.temporal.namespace, deployment).then(
+        (what) => console.log(`breakglass: worker deployment: ${what}`),
+        (error: Error) => console.warn(`breakglass: ${error.message}`),
+      );
+    }
     closers.unshift(async () => {
       if (worker.getState() === 'RUNNING') worker.shutdown();
       await running.catch(() => undefined);
@@ -191,7 +203,7 @@ export async function startBreakglass(config: Config, options: StartOptions = {}
       connection.workflowService.getSystemInfo({}).then(() => true, () => false),
       new Promise<boolean>((r) => setTimeout(() => r(false), 2_000)),
     ]);
-    return { temporal: temporalUp, worker: workerState(), codec: codecState };
+    return { temporal: temporalUp, worker: workerState(), codec: codecState, ...(deployment && config.roles.worker ? { version: `${deployment.name}.${deployment.buildId} (sessions pinned)` } : {}) };
   };
 
   let url: string | null = null;
@@ -254,7 +266,7 @@ function codecStatus(config: Config, codec: EncryptingPayloadCodec | null): stri
   return 'no codec.keys configured: workflow history is stored in plain text';
 }
 
-async function buildHealthApp(readiness: () => Promise<{ temporal: boolean; worker: boolean | null; codec: string }>, registry: Registry) {
+async function buildHealthApp(readiness: () => Promise<{ temporal: boolean; worker: boolean | null; codec: string; version?: string }>, registry: Registry) {
   const app = Fastify({ logger: false });
   app.get('/healthz', async () => ({ ok: true }));
   app.get('/readyz', async (_request, reply) => {

@@ -2,6 +2,7 @@ import { fileURLToPath } from 'node:url';
 import type { DataConverter } from '@temporalio/common';
 import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
 import { createActivities, type ActivityDeps } from '../activities/index.js';
+import { pinnedDeploymentOptions, type DeploymentVersion } from './worker-deployment.js';
 
 export const WORKFLOWS_PATH = fileURLToPath(new URL('../workflows/index.ts', import.meta.url));
 
@@ -17,6 +18,8 @@ export interface WorkerSettings {
   maxConcurrentActivityTaskExecutions?: number;
   /** The payload codec and encoded failures (server/payload-codec.ts), when history is encrypted. */
   dataConverter?: DataConverter;
+  /** Worker Deployment Versioning: poll as this version, sessions pinned to it. */
+  deployment?: DeploymentVersion;
 }
 
 type NativeConnectionTls = Parameters<typeof NativeConnection.connect>[0] extends infer O ? (O extends { tls?: infer T } ? T : never) : never;
@@ -41,6 +44,7 @@ export async function createBreakglassWorker(settings: WorkerSettings): Promise<
     taskQueue: settings.taskQueue,
     activities: createActivities(settings.activities),
     ...(settings.dataConverter ? { dataConverter: settings.dataConverter } : {}),
+    ...(settings.deployment ? { workerDeploymentOptions: pinnedDeploymentOptions(settings.deployment) } : {}),
     ...(settings.workflowBundlePath
       ? { workflowBundle: { codePath: settings.workflowBundlePath } }
       : { workflowsPath: WORKFLOWS_PATH, bundlerOptions }),

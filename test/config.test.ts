@@ -21,6 +21,7 @@ beforeAll(async () => {
   await writeFile(join(dir, 'metrics-token'), 'metrics-token-0123456789\n');
   await writeFile(join(dir, 'proxy-secret'), `  ${PROXY_SECRET}\n`);
   await writeFile(join(dir, 'identity-key'), 'identity-key-config-test-0123456789abcdef\n');
+  await writeFile(join(dir, 'codec-key'), `${Buffer.alloc(32, 7).toString('base64')}\n`);
   await writeFile(join(dir, 'short-secret'), `${'s'.repeat(31)}\n`);
 });
 
@@ -43,6 +44,7 @@ describe('configuration', () => {
           uiUrl: 'https://temporal.example.com/',
           tls: { caFile: '/tls/ca', certFile: '/tls/crt', keyFile: '/tls/key', serverName: 'temporal' },
           apiKeyFile: '/secrets/temporal-api-key',
+          deployment: { name: 'bg-prod', buildId: '2026.12.06-1', promote: true },
         },
         target: { devvmName: 'devvm-prod', vmid: 102 },
         devvm: { ...endpoints.devvm, port: 2222, user: 'bg' },
@@ -61,6 +63,7 @@ describe('configuration', () => {
         live: { pushUrl: 'http://breakglass:8080', tokenFile: join(dir, 'live-token') },
         metrics: { port: 9500, sdkPrometheusAddress: '0.0.0.0:9501', tokenFile: join(dir, 'metrics-token') },
         identity: { keyFile: join(dir, 'identity-key') },
+        codec: { enabled: true, keys: [{ id: 'key-2026-12', file: join(dir, 'codec-key') }], compress: false, webUiOrigins: ['https://temporal-ui.example.com'] },
       },
     });
     expect(config.listen).toEqual({ host: '0.0.0.0', port: 9000 });
@@ -72,7 +75,9 @@ describe('configuration', () => {
       uiUrl: 'https://temporal.example.com',
       tls: { caFile: '/tls/ca', certFile: '/tls/crt', keyFile: '/tls/key', serverName: 'temporal' },
       apiKeyFile: '/secrets/temporal-api-key',
+      deployment: { name: 'bg-prod', buildId: '2026.12.06-1', promote: true },
     });
+    expect(config.codec).toEqual({ enabled: true, keys: [{ id: 'key-2026-12', key: Buffer.alloc(32, 7) }], compress: false, webUiOrigins: ['https://temporal-ui.example.com'] });
     expect(config.target).toEqual({ devvmName: 'devvm-prod', vmid: 102 });
     expect(config.devvm).toEqual({ host: 'devvm.lan', port: 2222, user: 'bg', keyFile: '/keys/devvm', knownHostsFile: null, fingerprints: [fingerprint] });
     expect(config.pve).toMatchObject({ host: 'pve.lan', port: 22, user: 'breakglass', knownHostsFile: '/keys/known_hosts' });
@@ -124,6 +129,11 @@ describe('configuration', () => {
     expect(Object.keys(ENV_OVERRIDES)).toContain('BREAKGLASS_AUTH_MODE');
   });
 
+  it('when BREAKGLASS_BUILD_ID is set, then the worker is versioned under temporal.deployment.name (default breakglass)', () => {
+    expect(loadConfig({ env: {}, file: endpoints }).temporal.deployment).toEqual({ name: 'breakglass', buildId: null, promote: false });
+    expect(loadConfig({ env: { BREAKGLASS_BUILD_ID: '0.2.0', BREAKGLASS_PROMOTE_BUILD: 'true' }, file: endpoints }).temporal.deployment).toEqual({ name: 'breakglass', buildId: '0.2.0', promote: true });
+  });
+
   it('when TLS is an empty object, then TLS stays on (system roots)', () => {
     expect(loadConfig({ env: {}, file: { ...endpoints, temporal: { tls: {} } } }).temporal.tls).toEqual({ caFile: null, certFile: null, keyFile: null, serverName: null });
   });
@@ -161,6 +171,9 @@ describe('configuration', () => {
     ['unknown role', { roles: ['server', 'janitor'] }, 'roles'],
     ['vmid out of range', { target: { vmid: 5 } }, 'target.vmid'],
     ['bad Temporal UI URL', { temporal: { uiUrl: 'not a url' } }, 'temporal.uiUrl'],
+    ['a deployment name with a dot', { temporal: { deployment: { name: 'breakglass.v1' } } }, 'temporal.deployment.name'],
+    ['a build id with a space', { temporal: { deployment: { buildId: 'build 1' } } }, 'temporal.deployment.buildId'],
+    ['promote not a boolean', { temporal: { deployment: { promote: 'yes' } } }, 'temporal.deployment.promote'],
   ];
   it.each(['labtok123', 'a token with spaces in it', 'x'.repeat(257), 'ünïcödé-token-0123456789'])('when BREAKGLASS_LAB_TOKEN is %j (the login would refuse it), then start-up is refused naming the variable and the rule', (token) => {
     expect(() => loadConfig({ env: { BREAKGLASS_LAB_TOKEN: token }, file: endpoints })).toThrow(/^config: BREAKGLASS_LAB_TOKEN: must be 16 to 256 characters of A-Z a-z 0-9/);

@@ -194,6 +194,7 @@ const NON_DEFAULT = {
   metrics: { token: { existingSecret: 'bg-metrics', item: 'scrape-token' } },
   worker: { separate: true },
   identity: { existingSecret: 'bg-identity' },
+  versioning: { enabled: true, deploymentName: 'breakglass-prod' },
   codec: { existingSecret: 'bg-codec', keys: [{ id: 'key-2026-12', item: 'new' }, { id: 'key-2026-06', item: 'old' }], webUiOrigins: ['https://temporal.example.internal'] },
   persistence: { enabled: true, storageClass: 'fast', size: '5Gi' },
   ingress: {
@@ -401,6 +402,8 @@ describe('helm template with the default values', () => {
     expect(deployment.spec.replicas).toBe(1);
     const container = pod.containers[0] as Container;
     expect(envOf(container)).toMatchObject({ BREAKGLASS_ROLES: 'server,worker', BREAKGLASS_CONFIG: '/etc/breakglass/config/config.json', BREAKGLASS_DATA_DIR: '/data', HOST: '0.0.0.0', PORT: '8080' });
+    // Unversioned unless asked for: no build id, sessions follow the patched() discipline only.
+    expect(envOf(container).BREAKGLASS_BUILD_ID).toBeUndefined();
     expect(container.ports).toEqual([{ name: 'http', containerPort: 8080, protocol: 'TCP' }]);
     expect(container.livenessProbe?.httpGet).toEqual({ path: '/healthz', port: 'http' });
     expect(container.readinessProbe?.httpGet).toEqual({ path: '/readyz', port: 'http' });
@@ -547,6 +550,7 @@ describe('helm template with non-default values (separate worker, ingress, PVC, 
       // TLS on (system roots, no client certificate): fields present but unset.
       tls: { caFile: null, certFile: null, keyFile: null, serverName: null },
       apiKeyFile: '/etc/breakglass/temporal-api-key/api-key',
+      deployment: { name: 'breakglass-prod', promote: true },
     });
   });
 
@@ -595,6 +599,12 @@ describe('helm template with non-default values (separate worker, ingress, PVC, 
       ],
       webUiOrigins: ['https://temporal.example.internal'],
     });
+  });
+
+  it('when versioning is on, then both pods poll as the image digest\'s build and each new build makes itself current', () => {
+    for (const pod of [console_.spec.template.spec, worker.spec.template.spec]) expect(envOf(pod.containers[0] as Container).BREAKGLASS_BUILD_ID).toBe('0'.repeat(20));
+    const config = JSON.parse(one(docs, 'ConfigMap', `${RELEASE}-breakglass`).data?.['config.json'] as string) as { temporal: { deployment: unknown } };
+    expect(config.temporal.deployment).toEqual({ name: 'breakglass-prod', promote: true });
   });
 
   it('when installed, then NOTES lists the proxy, identity, metrics and codec Secrets to create', async () => {
@@ -660,6 +670,7 @@ describe('helm template with non-default values (separate worker, ingress, PVC, 
     expect(workerConfig.metrics.token).toBeNull();
     // Both roles hold the whole key ring, the encrypting key first.
     for (const loaded of [config, workerConfig]) expect(loaded.codec.keys.map(({ id }) => id)).toEqual(['key-2026-12', 'key-2026-06']);
+    expect(workerConfig.temporal.deployment).toEqual({ name: 'breakglass-prod', buildId: '0'.repeat(20), promote: true });
   });
 });
 
@@ -739,6 +750,7 @@ describe('bad values are refused, naming the value', () => {
     ['a pod selector that is not a LabelSelector', { networkPolicy: { ingress: { fromProxy: { podSelector: { app: 'nginx' } } } } }, /\/networkPolicy\/ingress\/fromProxy\/podSelector.*additional properties 'app' not allowed/],
     ['a bad proxy secret Secret name', { auth: { proxy: { secret: { existingSecret: 'Not_A_Name' } } } }, /\/auth\/proxy\/secret\/existingSecret/],
     ['a misspelt metrics token key', { metrics: { token: { existingSecrets: 'x' } } }, /\/metrics\/token.*additional properties 'existingSecrets' not allowed/],
+    ['a deployment name with a dot', { versioning: { deploymentName: 'breakglass.v2' } }, /\/versioning\/deploymentName/],
     ['a codec key id with a space', { codec: { existingSecret: 'bg-codec', keys: [{ id: 'key a', item: 'a' }] } }, /\/codec\/keys\/0\/id/],
     ['a codec Web UI origin with a path', { codec: { webUiOrigins: ['https://temporal.example.com/namespaces'] } }, /\/codec\/webUiOrigins\/0/],
   ];

@@ -17,6 +17,7 @@ import { startSshd } from '../../lab/sshd.js';
 import { startTemporalDev, type TemporalDev } from '../../lab/temporal-dev.js';
 import { attestingInterceptor } from '../../server/attestation.js';
 import { codecDataConverter, EncryptingPayloadCodec, type CodecKey } from '../../server/payload-codec.js';
+import { pinnedDeploymentOptions, type DeploymentVersion } from '../../server/worker-deployment.js';
 import { TEST_ATTESTATION_KEY } from './attestation-key.js';
 import { bundlerOptions, WORKFLOWS_PATH } from '../../server/worker.js';
 import { breakglassSession } from '../../workflows/session.js';
@@ -58,8 +59,11 @@ export interface SessionEnv {
   activityDeps: ActivityDeps;
   /** Settings a worker in another process needs (JSON-serialisable). */
   workerSettings(taskQueue: string): WorkerProcessSettings;
-  /** An in-process worker; `activities` overrides some dependencies (e.g. another PVE host), `codecKeys` the env's key ring (a rotation). */
-  startWorker(taskQueue: string, activities?: Partial<ActivityDeps>, options?: { codecKeys?: CodecKey[] }): Promise<RunningWorker>;
+  /**
+   * An in-process worker; `activities` overrides some dependencies (e.g. another PVE host),
+   * `codecKeys` the env's key ring (a rotation), `deployment` makes it a versioned worker.
+   */
+  startWorker(taskQueue: string, activities?: Partial<ActivityDeps>, options?: { codecKeys?: CodecKey[]; deployment?: DeploymentVersion; identity?: string }): Promise<RunningWorker>;
   startSession(taskQueue: string, overrides?: Omit<Partial<SessionInput>, 'policy'> & { policy?: Partial<SessionPolicy> }): Promise<WorkflowHandle<typeof breakglassSession>>;
   teardown(): Promise<void>;
 }
@@ -176,6 +180,8 @@ export async function startSessionEnv(options: SessionEnvOptions = {}): Promise<
         workflowBundle: await workflowBundle(),
         activities: createActivities({ ...activityDeps, ...activities }),
         dataConverter: workerOptions.codecKeys ? codecDataConverter(new EncryptingPayloadCodec(workerOptions.codecKeys, { compress: true })) : dataConverter,
+        ...(workerOptions.deployment ? { workerDeploymentOptions: pinnedDeploymentOptions(workerOptions.deployment) } : {}),
+        ...(workerOptions.identity ? { identity: workerOptions.identity } : {}),
       });
       const running = worker.run();
       let stopped: Promise<void> | undefined;

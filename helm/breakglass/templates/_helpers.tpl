@@ -69,6 +69,17 @@ codecKeys: /etc/breakglass/codec
 dataDir: /data
 {{- end -}}
 
+{{/* The worker's build id for Worker Deployment Versioning: given, else the image tag or digest, else appVersion. */}}
+{{- define "breakglass.buildId" -}}
+{{- if .Values.versioning.buildId -}}
+{{- .Values.versioning.buildId -}}
+{{- else if .Values.image.digest -}}
+{{- .Values.image.digest | trimPrefix "sha256:" | trunc 20 -}}
+{{- else -}}
+{{- default .Chart.AppVersion .Values.image.tag -}}
+{{- end -}}
+{{- end -}}
+
 {{/* Is TLS to Temporal on? An API key (Temporal Cloud) implies TLS. */}}
 {{- define "breakglass.temporalTls" -}}
 {{- if or .Values.temporal.tls.enabled .Values.temporal.apiKey.existingSecret -}}true{{- end -}}
@@ -186,6 +197,8 @@ paths into read-only Secret mounts; operator tokens appear as sha256 hashes.
 {{- $_ := set $temporal "tls" $tls -}}
 {{- end -}}
 {{- if $v.temporal.apiKey.existingSecret }}{{ $_ := set $temporal "apiKeyFile" $p.temporalApiKey }}{{ end -}}
+{{- /* One build at a time: each new build makes itself current (its build id comes by env). */ -}}
+{{- if $v.versioning.enabled }}{{ $_ := set $temporal "deployment" (dict "name" $v.versioning.deploymentName "promote" true) }}{{ end -}}
 {{- $endpoints := dict -}}
 {{- range $name := list "devvm" "pve" -}}
 {{- $e := index $v $name -}}
@@ -290,6 +303,10 @@ spec:
           value: {{ $v.port | int | quote }}
         - name: LOG_LEVEL
           value: {{ $v.logLevel | quote }}
+        {{- if $v.versioning.enabled }}
+        - name: BREAKGLASS_BUILD_ID
+          value: {{ include "breakglass.buildId" $root | quote }}
+        {{- end }}
       {{- if $serves }}
       ports:
         - name: http
