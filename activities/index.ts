@@ -10,6 +10,7 @@ import { buildConversation } from './agent/conversation.js';
 import { estimateCostUsd } from './agent/cost.js';
 import { toApplicationFailure } from './agent/errors.js';
 import { toolKey } from './agent/keys.js';
+import { redact } from './agent/redact.js';
 import { systemPrompt } from './agent/system-prompt.js';
 import { validateToolCall, type ToolRequest } from './agent/tools.js';
 import { readFullTranscript } from './agent/transcript.js';
@@ -48,6 +49,8 @@ export interface ActivityDeps {
   observer?: ActivityObserver;
   /** The key the console signs operator messages with (server/attestation.ts). */
   attestationKey: Buffer;
+  /** Record devvm command output with the agent's redaction applied (config recording.redactOutput; off: operators need the raw output). */
+  redactRecordedOutput?: boolean;
 }
 
 export interface LiveKey {
@@ -191,13 +194,15 @@ export function createActivities(deps: ActivityDeps) {
           }),
         )),
       ).finally(() => cancellationSignal.removeEventListener('abort', stopOnCancel));
+      // What is returned is recorded in history: redacted there when the deployment asks for it.
+      const recorded = deps.redactRecordedOutput ? redact : (text: string) => text;
       return {
         command: result.command,
         exitCode: result.exitCode,
         exitSignal: result.exitSignal,
         timedOut: result.timedOut,
-        stdout: result.stdout.text,
-        stderr: result.stderr.text,
+        stdout: recorded(result.stdout.text),
+        stderr: recorded(result.stderr.text),
         droppedBytes: result.stdout.droppedBytes + result.stderr.droppedBytes,
         durationMs: result.durationMs,
       };

@@ -109,6 +109,8 @@ export interface Config {
   metrics: { port: number; sdkPrometheusAddress: string | null; /** A scraper's bearer token for the console's /metrics (else an operator's login). */ token: string | null };
   /** The payload codec's key ring and the codec server's allowed Web UI origins (server/codec-config.ts). */
   codec: CodecConfig;
+  /** Devvm command output recorded with the agent's redaction applied (off by default: operators need the raw output). */
+  recording: { redactOutput: boolean };
 }
 
 type Json = Record<string, unknown>;
@@ -145,6 +147,8 @@ const matching = <T extends string | null>(key: string, value: T, pattern: RegEx
   if (value !== null && !pattern.test(value)) throw new ConfigError(key, `must be ${rule} (got ${JSON.stringify(value)})`);
   return value;
 };
+/** true / false (a JSON boolean, or the word from an environment variable); default false. */
+const boolFlag = (key: string, value: unknown): boolean => oneOf(key, value === undefined ? undefined : String(value), 'false', ['true', 'false'] as const) === 'true';
 const oneOf = <T extends string>(key: string, value: unknown, fallback: T, allowed: readonly T[]): T => {
   if (value === undefined) return fallback;
   if (typeof value !== 'string' || !allowed.includes(value as T)) throw new ConfigError(key, `must be one of ${allowed.join(', ')} (got ${JSON.stringify(value)})`);
@@ -292,6 +296,7 @@ export const ENV_OVERRIDES: Record<string, string> = {
   BREAKGLASS_DEPLOYMENT_NAME: 'temporal.deployment.name',
   BREAKGLASS_BUILD_ID: 'temporal.deployment.buildId',
   BREAKGLASS_PROMOTE_BUILD: 'temporal.deployment.promote',
+  BREAKGLASS_REDACT_RECORDED_OUTPUT: 'recording.redactOutput',
 };
 
 export interface LoadOptions {
@@ -403,7 +408,7 @@ function parseConfig(options: LoadOptions): Config {
       deployment: {
         name: matching('temporal.deployment.name', str('temporal.deployment.name', at(raw, 'temporal.deployment.name'), 'breakglass'), /^[A-Za-z0-9_-]{1,100}$/, '1 to 100 of A-Z a-z 0-9 _ - (no dot: Temporal writes the version as <name>.<build id>)'),
         buildId: matching('temporal.deployment.buildId', optStr('temporal.deployment.buildId', at(raw, 'temporal.deployment.buildId')), /^[A-Za-z0-9._+-]{1,200}$/, '1 to 200 of A-Z a-z 0-9 . _ + -'),
-        promote: oneOf('temporal.deployment.promote', at(raw, 'temporal.deployment.promote') === undefined ? undefined : String(at(raw, 'temporal.deployment.promote')), 'false', ['true', 'false'] as const) === 'true',
+        promote: boolFlag('temporal.deployment.promote', at(raw, 'temporal.deployment.promote')),
       },
     },
     target: {
@@ -452,6 +457,7 @@ function parseConfig(options: LoadOptions): Config {
       // Only the console's /metrics asks for it: a worker-only process never reads the file.
       token: roles.includes('server') ? secretFile('metrics.tokenFile', at(raw, 'metrics.tokenFile')) : null,
     },
+    recording: { redactOutput: boolFlag('recording.redactOutput', at(raw, 'recording.redactOutput')) },
     codec: parseCodecConfig(at(raw, 'codec') as Json | undefined, uiUrl, options.requireCodecKeys ?? false, (key, message) => {
       throw new ConfigError(key, message);
     }),

@@ -162,6 +162,7 @@ export async function startBreakglass(config: Config, options: StartOptions = {}
       devvm: sshTarget(config.devvm, 'devvm'),
       artifactsDir: join(config.dataDir, 'forensics'),
       attestationKey,
+      redactRecordedOutput: config.recording.redactOutput,
       observer: metrics.observer,
       onCommandOutput: (key, stream, text) => publish({ sessionId: key.workflowId, stream: `${key.activityId}#${key.attempt}`, kind: stream, text }),
       onAgentText: (key, text) => publish({ sessionId: key.workflowId, stream: `${key.activityId}#${key.attempt}`, kind: 'text', text }),

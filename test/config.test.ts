@@ -64,6 +64,7 @@ describe('configuration', () => {
         metrics: { port: 9500, sdkPrometheusAddress: '0.0.0.0:9501', tokenFile: join(dir, 'metrics-token') },
         identity: { keyFile: join(dir, 'identity-key') },
         codec: { enabled: true, keys: [{ id: 'key-2026-12', file: join(dir, 'codec-key') }], compress: false, webUiOrigins: ['https://temporal-ui.example.com'] },
+        recording: { redactOutput: true },
       },
     });
     expect(config.listen).toEqual({ host: '0.0.0.0', port: 9000 });
@@ -77,6 +78,7 @@ describe('configuration', () => {
       apiKeyFile: '/secrets/temporal-api-key',
       deployment: { name: 'bg-prod', buildId: '2026.12.06-1', promote: true },
     });
+    expect(config.recording).toEqual({ redactOutput: true });
     expect(config.codec).toEqual({ enabled: true, keys: [{ id: 'key-2026-12', key: Buffer.alloc(32, 7) }], compress: false, webUiOrigins: ['https://temporal-ui.example.com'] });
     expect(config.target).toEqual({ devvmName: 'devvm-prod', vmid: 102 });
     expect(config.devvm).toEqual({ host: 'devvm.lan', port: 2222, user: 'bg', keyFile: '/keys/devvm', knownHostsFile: null, fingerprints: [fingerprint] });
@@ -116,6 +118,7 @@ describe('configuration', () => {
     expect(config.devvm).toMatchObject({ port: 22, user: 'breakglass' });
     expect(config.roles).toEqual({ server: true, worker: true });
     expect(config.agent.apiKey).toBeNull();
+    expect(config.recording).toEqual({ redactOutput: false });
   });
 
   it('when environment overrides are set, then they win over the file', () => {

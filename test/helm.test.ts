@@ -195,6 +195,7 @@ const NON_DEFAULT = {
   worker: { separate: true },
   identity: { existingSecret: 'bg-identity' },
   versioning: { enabled: true, deploymentName: 'breakglass-prod' },
+  recording: { redactOutput: true },
   codec: { existingSecret: 'bg-codec', keys: [{ id: 'key-2026-12', item: 'new' }, { id: 'key-2026-06', item: 'old' }], webUiOrigins: ['https://temporal.example.internal'] },
   persistence: { enabled: true, storageClass: 'fast', size: '5Gi' },
   ingress: {
@@ -671,6 +672,7 @@ describe('helm template with non-default values (separate worker, ingress, PVC, 
     // Both roles hold the whole key ring, the encrypting key first.
     for (const loaded of [config, workerConfig]) expect(loaded.codec.keys.map(({ id }) => id)).toEqual(['key-2026-12', 'key-2026-06']);
     expect(workerConfig.temporal.deployment).toEqual({ name: 'breakglass-prod', buildId: '0'.repeat(20), promote: true });
+    expect(workerConfig.recording).toEqual({ redactOutput: true });
   });
 });
 

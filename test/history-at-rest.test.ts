@@ -26,10 +26,11 @@ import { SessionEvents } from '../server/events.js';
 import { LiveBus } from '../server/live-bus.js';
 import { codecDataConverter, EncryptingPayloadCodec, KEY_ID_METADATA, type CodecKey } from '../server/payload-codec.js';
 import { Sessions } from '../server/sessions.js';
+import { requestCommandUpdate } from '../workflows/messages.js';
 import { DEFAULT_POLICY, type TranscriptEntry } from '../workflows/session-types.js';
 import { TEST_ATTESTATION_KEY } from './helpers/attestation-key.js';
 import { launchChromium } from './helpers/browser-lab.js';
-import { startSessionEnv, uniqueQueue, type RunningWorker, type SessionEnv } from './helpers/session-env.js';
+import { startSessionEnv, uniqueQueue, waitForTranscript, type RunningWorker, type SessionEnv } from './helpers/session-env.js';
 
 const run = promisify(execFile);
 const TOKEN = 'history-at-rest-token-0123456789';
@@ -195,6 +196,23 @@ describe('history at rest', () => {
 
     const first = history.events?.[0]?.workflowExecutionStartedEventAttributes?.input?.payloads?.[0] as Payload;
     await expect(new EncryptingPayloadCodec([KEY_B], { compress: true }).decode([first])).rejects.toThrow('the payload was encrypted with key id "key-a", which is not in codec.keys (it has: "key-b")');
+  }, 120_000);
+
+  it('when recording.redactOutput is on, then devvm output is recorded with the agent\'s redaction; off (the default), it is recorded raw', async () => {
+    const output = 'DB_PASSWORD=hunter2-redact-check\n';
+    const file = join(env.dir, 'env-file.txt');
+    await writeFile(file, output);
+    const recordedBy = async (redactRecordedOutput: boolean) => {
+      const queueHere = uniqueQueue(redactRecordedOutput ? 'redacting' : 'raw');
+      const running = await env.startWorker(queueHere, { redactRecordedOutput });
+      const handle = await env.startSession(queueHere);
+      await handle.executeUpdate(requestCommandUpdate, { args: [{ command: `cat ${file}`, operator: 'alice' }] });
+      const entries = await waitForTranscript(handle, (all) => all.some((entry) => entry.type === 'command-result'));
+      await running.stop();
+      return (entries.find((entry) => entry.type === 'command-result') as Extract<TranscriptEntry, { type: 'command-result' }>).result.stdout;
+    };
+    expect(await recordedBy(true)).toBe('DB_PASSWORD=[REDACTED]\n');
+    expect(await recordedBy(false)).toBe(output);
   }, 120_000);
 
   it('when a person logged in to the console opens the session in the Temporal Web UI, then it reads decoded; without a login the codec server answers 401 and the page shows no secret', async () => {

@@ -235,6 +235,7 @@ paths into read-only Secret mounts; operator tokens appear as sha256 hashes.
 {{- end -}}
 {{- with $v.codec.webUiOrigins }}{{ $_ := set $codec "webUiOrigins" . }}{{ end -}}
 {{- $_ := set $config "codec" $codec -}}
+{{- if $v.recording.redactOutput }}{{ $_ := set $config "recording" (dict "redactOutput" true) }}{{ end -}}
 {{- toPrettyJson $config -}}
 {{- end -}}
 
