@@ -198,6 +198,20 @@ describe('history at rest', () => {
     await expect(new EncryptingPayloadCodec([KEY_B], { compress: true }).decode([first])).rejects.toThrow('the payload was encrypted with key id "key-a", which is not in codec.keys (it has: "key-b")');
   }, 120_000);
 
+  it('when a client holding the key but not the console\'s signature signals a request, then the worker finds the sender in the encrypted history', async () => {
+    const queueHere = uniqueQueue('unsigned');
+    const running = await env.startWorker(queueHere);
+    const handle = await env.startSession(queueHere);
+    const script = new Client({ connection: env.client.connection, identity: 'script@ops-box', dataConverter: codecDataConverter(new EncryptingPayloadCodec([KEY_A], { compress: true })) });
+    await script.workflow.getHandle(handle.workflowId).signal('requestVerb', { verb: 'status', reason: 'by script', operator: 'carol', requestKey: 'script-status-1' });
+    const entries = await waitForTranscript(handle, (all) => all.some((entry) => entry.type === 'request' && entry.item.kind === 'verb' && entry.item.requestedBy.kind === 'operator'));
+    const request = entries.find((entry) => entry.type === 'request' && entry.item.kind === 'verb' && entry.item.requestedBy.kind === 'operator') as Extract<TranscriptEntry, { type: 'request' }>;
+    expect(request.item.requestedBy).toMatchObject({ kind: 'operator', name: 'carol', unverified: { identity: 'script@ops-box', why: 'sent without the console' } });
+    const signalled = (await handle.fetchHistory()).events?.find((event) => event.workflowExecutionSignaledEventAttributes?.signalName === 'requestVerb');
+    expect(Buffer.from(signalled?.workflowExecutionSignaledEventAttributes?.input?.payloads?.[0]?.metadata?.encoding ?? []).toString()).toBe('binary/encrypted');
+    await running.stop();
+  }, 120_000);
+
   it('when recording.redactOutput is on, then devvm output is recorded with the agent\'s redaction; off (the default), it is recorded raw', async () => {
     const output = 'DB_PASSWORD=hunter2-redact-check\n';
     const file = join(env.dir, 'env-file.txt');
