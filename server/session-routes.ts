@@ -11,7 +11,18 @@ import { PVE_VERBS } from '../workflows/pve-types.js';
 import type { AppDeps } from './app.js';
 import type { SessionEvent } from './events.js';
 import { postmortem } from './report.js';
+import { LIST_OUTCOMES, LIST_SINCE, OPERATOR_FILTER_PATTERN, type ListSince } from './session-search.js';
 import { Accepted, CSP, HttpError, Loose, Ok, Reason, SessionId, errorResponses, operatorOf, schema, type Authenticated } from './route-shared.js';
+
+const ListQuery = Type.Object(
+  {
+    outcome: Type.Optional(Type.Union(LIST_OUTCOMES.map((outcome) => Type.Literal(outcome)), { description: 'open, or how the session ended' })),
+    operator: Type.Optional(Type.String({ pattern: OPERATOR_FILTER_PATTERN, description: 'who opened it (exact name)' })),
+    since: Type.Optional(Type.Union((Object.keys(LIST_SINCE) as ListSince[]).map((since) => Type.Literal(since)), { description: 'started within the last 1h, 24h, 7d or 30d' })),
+    q: Type.Optional(Type.String({ maxLength: 200, description: 'words of the description (all of them), or the start of a session id' })),
+  },
+  { additionalProperties: false },
+);
 
 export function registerSessionRoutes(app: FastifyInstance, deps: AppDeps, authenticated: Authenticated): void {
   const mutating = {
@@ -63,8 +74,18 @@ export function registerSessionRoutes(app: FastifyInstance, deps: AppDeps, authe
 
   app.get(
     '/api/sessions',
-    { preHandler: authenticated, ...schema({ summary: 'sessions, newest first (Temporal visibility)', response: Type.Object({ sessions: Type.Array(Loose) }) }) },
-    async () => ({ sessions: await deps.sessions.list() }),
+    {
+      preHandler: authenticated,
+      ...schema({
+        summary: 'sessions, open first, then newest first (Temporal visibility), one row per session',
+        querystring: ListQuery,
+        response: Type.Object({ sessions: Type.Array(Loose) }),
+      }),
+    },
+    async (request) => {
+      const { q, ...filter } = request.query as Static<typeof ListQuery>;
+      return { sessions: await deps.sessions.list({ ...filter, ...(q ? { search: q } : {}) }) };
+    },
   );
 
   app.get(

@@ -24,7 +24,8 @@ import {
   type VerbRequestInput,
 } from '../workflows/messages.js';
 import { mdBlock, mdText } from '../workflows/markdown.js';
-import { LAST_VERB, OPERATOR, OUTCOME, TARGET } from '../workflows/search-attributes.js';
+import { LAST_VERB, OPERATOR, OUTCOME, TARGET, VM_STATE, WORDS } from '../workflows/search-attributes.js';
+import { listQuery, searchWords, type ListFilter } from './session-search.js';
 import type { SessionPolicy, SessionState, SessionTarget, TranscriptEntry, TranscriptPage } from '../workflows/session-types.js';
 
 /** Makes a request happen once: an Update id from the client's Idempotency-Key. */
@@ -44,6 +45,8 @@ export interface SessionSummary {
   closedAt: string | null;
   outcome: string | null;
   lastVerb: string | null;
+  /** The VM at the session's last look (e.g. `running (QMP silent)`). */
+  vmState: string | null;
 }
 
 const ID_ALPHABET = 'abcdefghjkmnpqrstuvwxyz23456789';
@@ -108,6 +111,7 @@ export class Sessions {
             { key: TARGET, value: this.options.target.devvm },
             { key: OPERATOR, value: operator },
             { key: OUTCOME, value: 'open' },
+            { key: WORDS, value: searchWords(id, description) },
           ],
         });
         return id;
@@ -119,13 +123,14 @@ export class Sessions {
     }
   }
 
-  async list(limit = 50): Promise<SessionSummary[]> {
+  /** Sessions matching `filter`, open ones first, then newest first. */
+  async list(filter: ListFilter = {}, limit = 50): Promise<SessionSummary[]> {
     const sessions: SessionSummary[] = [];
     // One row per session, not per run: a continue-as-new leaves its earlier runs behind, a reset
     // the run it replaced (terminated). Visibility returns newest first (ORDER BY is not
     // available on every store, not on SQLite), so the first run seen of an id is its latest.
     const seen = new Set<string>();
-    for await (const execution of this.client.workflow.list({ query: SESSION_RUNS, pageSize: limit })) {
+    for await (const execution of this.client.workflow.list({ query: listQuery(SESSION_RUNS, filter), pageSize: limit })) {
       if (seen.has(execution.workflowId)) continue;
       seen.add(execution.workflowId);
       const attributes = execution.typedSearchAttributes;
@@ -138,10 +143,12 @@ export class Sessions {
         closedAt: execution.closeTime?.toISOString() ?? null,
         outcome: attributes.get(OUTCOME) ?? null,
         lastVerb: attributes.get(LAST_VERB) ?? null,
+        vmState: attributes.get(VM_STATE) ?? null,
       });
       if (sessions.length >= limit) break;
     }
-    return sessions.sort((a, b) => b.startedAt.localeCompare(a.startedAt));
+    const open = (session: SessionSummary) => (session.status === 'RUNNING' ? 0 : 1);
+    return sessions.sort((a, b) => open(a) - open(b) || b.startedAt.localeCompare(a.startedAt));
   }
 
   state(id: string): Promise<SessionState> {

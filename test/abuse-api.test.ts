@@ -518,6 +518,7 @@ describe('abuse: a slice of generated requests against the real stack (Temporal 
   let app: Awaited<ReturnType<typeof buildApp>>;
   let sessionId: string;
   let events: SessionEvents | undefined;
+  const sessionCalls = new Set<Promise<unknown>>();
 
   beforeAll(async () => {
     env = await startSessionEnv();
@@ -525,7 +526,23 @@ describe('abuse: a slice of generated requests against the real stack (Temporal 
     await env.startWorker(queue);
     // Mutating verbs wait for approval and devvm commands need one: a generated valid request
     // is recorded, never run against the (simulated) hosts.
-    const sessions = new Sessions(env.client, { taskQueue: queue, target: { devvm: 'devvm', vmid: 102 }, policy: { ...DEFAULT_POLICY, mutatingVerbs: 'approve', devvmCommands: 'allowlist' }, namespace: 'default' });
+    const real = new Sessions(env.client, { taskQueue: queue, target: { devvm: 'devvm', vmid: 102 }, policy: { ...DEFAULT_POLICY, mutatingVerbs: 'approve', devvmCommands: 'allowlist' }, namespace: 'default' });
+    // A client that hangs up leaves its handler's Temporal call running (maybe in a retry
+    // backoff): teardown waits for every call before the connection closes under it.
+    const sessions = new Proxy(real, {
+      get(target, property, receiver) {
+        const value = Reflect.get(target, property, receiver) as unknown;
+        if (typeof value !== 'function') return value;
+        return (...args: unknown[]) => {
+          const result = (value as (...a: unknown[]) => unknown).apply(target, args);
+          if (result instanceof Promise) {
+            sessionCalls.add(result);
+            void result.then(() => sessionCalls.delete(result), () => sessionCalls.delete(result));
+          }
+          return result;
+        };
+      },
+    });
     events = new SessionEvents(sessions, new LiveBus(), 100);
     app = await buildApp({
       sessions,
@@ -551,6 +568,7 @@ describe('abuse: a slice of generated requests against the real stack (Temporal 
     await events?.close();
     await app?.close();
     closeAgent();
+    await Promise.allSettled([...sessionCalls]);
     await env?.teardown();
   });
 

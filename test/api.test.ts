@@ -113,6 +113,54 @@ describe('HTTP API with token auth', () => {
     console.log(`api: POST /api/sessions answered in ${answeredAt - started} ms; the first status was recorded ${status.at - started} ms after the request`);
   });
 
+  it('when the list is filtered by outcome, operator, time or searched by words or id, then visibility narrows it; each row shows the VM at the last look', async () => {
+    const marker = `zq${Date.now().toString(36)}`;
+    const open = async (token: string, description: string) =>
+      ((await (await fetch(`${base}/api/sessions`, json(token, { description }))).json()) as { id: string }).id;
+    const first = await open(ALICE, `Builds stuck ${marker} since 03:10, disk full?`);
+    const second = await open(BOB, `SSH hangs ${marker}`);
+    const list = async (query: string) => {
+      const response = await fetch(`${base}/api/sessions?${query}`, { headers: { authorization: `Bearer ${ALICE}` } });
+      expect(response.status, query).toBe(200);
+      return ((await response.json()) as { sessions: { id: string; vmState: string | null; status: string }[] }).sessions;
+    };
+    const ids = async (query: string) => (await list(query)).map((row) => row.id).filter((id) => id === first || id === second).sort();
+    const both = [first, second].sort();
+    // Visibility is eventually consistent: wait until both are listed with their first look.
+    await until(async () => {
+      const rows = (await list(`q=${marker}`)).filter((row) => row.vmState !== null);
+      return rows.length === 2 ? rows : undefined;
+    });
+    expect((await list(`q=${marker}`)).map((row) => row.vmState)).toEqual(['running', 'running']);
+    expect(await ids(`q=${encodeURIComponent(`STUCK ${marker}`)}`)).toEqual([first]);
+    expect(await ids(`q=${encodeURIComponent(`stuck hangs ${marker}`)}`)).toEqual([]);
+    expect(await ids(`q=${first.split('-').at(-1)}`)).toEqual([first]);
+    expect(await ids(`q=${first}`)).toEqual([first]);
+    expect(await ids(`q=${marker}&operator=bob`)).toEqual([second]);
+    expect(await ids(`q=${marker}&since=1h&outcome=open`)).toEqual(both);
+
+    await fetch(`${base}/api/sessions/${second}/end`, json(BOB, {}));
+    await until(async () => ((await ids(`q=${marker}&outcome=ended`)).length === 1 ? true : undefined));
+    expect(await ids(`q=${marker}&outcome=ended`)).toEqual([second]);
+    expect(await ids(`q=${marker}&outcome=open`)).toEqual([first]);
+    // Open sessions first, whatever their age.
+    const rows = await list(`q=${marker}`);
+    expect(rows.map((row) => row.id)).toEqual([first, second]);
+
+    const bad: [string, RegExp][] = [
+      ['outcome=bogus', /outcome/],
+      ['since=2h', /since/],
+      [`operator=${encodeURIComponent("bob' OR WorkflowId != '")}`, /operator/],
+      ['q=' + 'x'.repeat(201), /q/],
+      ['sort=asc', /additional/],
+    ];
+    for (const [query, pattern] of bad) {
+      const response = await fetch(`${base}/api/sessions?${query}`, { headers: { authorization: `Bearer ${ALICE}` } });
+      expect(response.status, query).toBe(400);
+      expect(((await response.json()) as { message: string }).message, query).toMatch(pattern);
+    }
+  }, 60_000);
+
   it('when unauthenticated or with a wrong token, then 401 names the problem', async () => {
     const anonymous = await fetch(`${base}/api/sessions`);
     expect(anonymous.status).toBe(401);

@@ -2,7 +2,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { invocations } from '../lab/pve/pve-node.mjs';
-import { requestVerbUpdate, requestCommandUpdate, endSessionSignal } from '../workflows/messages.js';
+import { requestVerbUpdate, requestCommandUpdate, endSessionSignal, stateQuery } from '../workflows/messages.js';
 import type { TranscriptEntry } from '../workflows/session-types.js';
 import { startSessionEnv, uniqueQueue, waitForTranscript, type SessionEnv } from './helpers/session-env.js';
 import { expectInOrder } from './helpers/order.js';
@@ -49,6 +49,47 @@ describe('breakglass session workflow', () => {
     await handle.signal(endSessionSignal, { operator: 'alice', reason: 'fixed' });
     expect(await handle.result()).toBe('recovered');
   });
+});
+
+describe('an operator who asks for a mutation does not wait behind a devvm command', () => {
+  it('when a devvm command hangs and an operator asks for a cycle, then the command is stopped and the cycle starts at once; an unsigned request waits its turn', async () => {
+    const queue = uniqueQueue('preempt');
+    await env.startWorker(queue);
+    const handle = await env.startSession(queue);
+    const keyOf = (e: TranscriptEntry) => ('key' in e ? e.key : undefined);
+    const busy = async () => (await handle.query(stateQuery)).running?.item.kind === 'command';
+    const runningCommand = async () => {
+      for (const until = Date.now() + 20_000; Date.now() < until; ) {
+        if (await busy()) return;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      throw new Error('the command never ran');
+    };
+
+    // An unsigned cycle (sent straight through Temporal) does not stop anything.
+    const short = await handle.executeUpdate(requestCommandUpdate, { args: [{ command: 'sleep 4', timeoutSeconds: 30, operator: 'alice' }] });
+    await runningCommand();
+    const raw = env.rawClient.workflow.getHandle(handle.workflowId);
+    await raw.executeUpdate(requestVerbUpdate, { args: [{ verb: 'cycle', reason: 'unsigned', operator: 'mallory' }] });
+    const afterShort = await waitForTranscript(handle, (all) => all.some((e) => e.type === 'verb-result'), 90_000);
+    expect(afterShort.find((e) => keyOf(e) === short.key && e.type !== 'request')?.type).toBe('command-result');
+
+    const hanging = await handle.executeUpdate(requestCommandUpdate, { args: [{ command: 'sleep 120', timeoutSeconds: 150, operator: 'alice' }] });
+    await runningCommand();
+    const asked = Date.now();
+    const cycle = await handle.executeUpdate(requestVerbUpdate, { args: [{ verb: 'cycle', reason: 'devvm stalled', operator: 'alice' }] });
+    const entries = await waitForTranscript(handle, (all) => all.some((e) => e.type === 'forensics' && keyOf(e) === cycle.key), 60_000);
+    const startedAfter = Date.now() - asked;
+    const stopped = entries.find((e) => keyOf(e) === hanging.key && e.type === 'skipped') as Extract<TranscriptEntry, { type: 'skipped' }> | undefined;
+    expect(stopped?.why).toMatch(/^stopped because alice asked for cycle: the devvm was asked to stop it/);
+    expect(entries.some((e) => keyOf(e) === hanging.key && e.type === 'command-result')).toBe(false);
+    // Forensics of the cycle was recorded long before the 120 s sleep could have ended.
+    expect(startedAfter).toBeLessThan(60_000);
+    console.log(`preempt: forensics for the cycle recorded ${startedAfter} ms after the operator asked, a 120 s command stopped`);
+    await waitForTranscript(handle, (all) => all.filter((e) => e.type === 'verb-result').length === 2, 90_000);
+    await handle.signal(endSessionSignal, { operator: 'alice', reason: 'done' });
+    expect(await handle.result()).toBe('recovered');
+  }, 240_000);
 });
 
 describe('when the worker cannot write its data dir', () => {

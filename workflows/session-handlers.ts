@@ -227,7 +227,7 @@ export function registerMessageHandlers(s: SessionScope): void {
         return { approvalId: pending.approvalId, decision: 'approve', executed: false };
       }
       s.pendingApprovals.delete(pending.approvalId);
-      s.queue.push({ ...pending.item, approvedBy: [...pending.approvals] });
+      s.enqueue({ ...pending.item, approvedBy: [...pending.approvals] });
       s.refreshDetails();
       return { approvalId: pending.approvalId, decision: 'approve', executed: true };
     },

@@ -5,7 +5,7 @@
 import { ActivityFailure, ApplicationFailure, TimeoutFailure, proxyActivities, proxyLocalActivities } from '@temporalio/workflow';
 import type { createActivities } from '../activities/index.js';
 import { MAX_COMMAND_TIMEOUT_SECONDS, MAX_REASON_LENGTH, REQUEST_KEY_PATTERN } from './messages.js';
-import type { SessionTiming, WorkItem } from './session-types.js';
+import type { SessionTiming, TranscriptEntry, TranscriptPage, WorkItem } from './session-types.js';
 
 export type Activities = ReturnType<typeof createActivities>;
 
@@ -149,4 +149,28 @@ export function keyFromUpdateId(updateId: string): string {
 export function hostRequestId(workflowId: string, key: string, suffix: string): string {
   const safe = workflowId.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 80);
   return `${/^[A-Za-z]/.test(safe) ? '' : 'w'}${safe}.${key}${suffix}`;
+}
+
+/**
+ * A page of this run's entries from `cursor` on: at most `limit` entries and about
+ * TRANSCRIPT_PAGE_BYTES (always at least one entry, so a page never stalls on a big one).
+ */
+export function transcriptPageOf(
+  entries: readonly TranscriptEntry[],
+  run: { firstSeq: number; previousRunId: string | null },
+  page?: { cursor?: number; limit?: number },
+): TranscriptPage {
+  const cursor = Math.max(page?.cursor ?? run.firstSeq, run.firstSeq);
+  const limit = Math.min(Math.max(page?.limit ?? 100, 1), TRANSCRIPT_PAGE_LIMIT);
+  const newer = entries.filter((entry) => entry.seq >= cursor);
+  const slice: TranscriptEntry[] = [];
+  let bytes = 0;
+  for (const entry of newer) {
+    const size = JSON.stringify(entry).length;
+    if (slice.length >= limit || (slice.length > 0 && bytes + size > TRANSCRIPT_PAGE_BYTES)) break;
+    slice.push(entry);
+    bytes += size;
+  }
+  const last = slice[slice.length - 1];
+  return { entries: slice, more: slice.length < newer.length, nextCursor: last ? last.seq + 1 : cursor, ...run };
 }

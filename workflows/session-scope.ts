@@ -50,4 +50,8 @@ export interface SessionScope {
   pause(operator: string, reason: string): void;
   newKey(requested: string | undefined): string;
   admit(item: WorkItem): RequestAccepted;
+  /** Queues an admitted item; an operator's mutation stops a devvm command in flight. */
+  enqueue(item: WorkItem): void;
+  /** Stops the devvm command in flight (set while one runs). */
+  stopCommand: ((why: string) => void) | null;
 }

@@ -166,15 +166,31 @@ async function forensicsThenVerb(s: SessionScope, item: VerbItem, verb: Mutating
 }
 
 async function runCommand(s: SessionScope, item: CommandItem) {
+  // Its own scope, so an operator's mutation can stop it without cancelling the session.
+  const scope = new CancellationScope();
+  let stoppedFor: string | null = null;
+  s.stopCommand = (why) => {
+    stoppedFor = why;
+    scope.cancel();
+  };
   try {
-    const result = await commands.devvmCommand.executeWithOptions(
-      { ...s.tuned.heartbeat, startToCloseTimeout: `${item.timeoutSeconds + 30}s`, summary: `devvm: ${item.command.slice(0, 80)}` },
-      [{ command: item.command, timeoutSeconds: item.timeoutSeconds }],
+    const result = await scope.run(() =>
+      commands.devvmCommand.executeWithOptions(
+        { ...s.tuned.heartbeat, startToCloseTimeout: `${item.timeoutSeconds + 30}s`, summary: `devvm: ${item.command.slice(0, 80)}` },
+        [{ command: item.command, timeoutSeconds: item.timeoutSeconds }],
+      ),
     );
     s.devvmReachable = true;
     s.record({ type: 'command-result', key: item.key, result });
   } catch (error) {
-    if (isCancellation(error)) {
+    if (isCancellation(error) && stoppedFor !== null && !CancellationScope.current().consideredCancelled) {
+      s.record({
+        type: 'skipped',
+        key: item.key,
+        what: describeItem(item),
+        why: `stopped because ${stoppedFor}: the devvm was asked to stop it; if it could not be, it may still be running until its own time limit (${item.timeoutSeconds} s from its start)`,
+      });
+    } else if (isCancellation(error)) {
       // The worker asks the devvm to stop it by its run name; whether that took, only the worker's
       // log and the devvm know: say what may be true.
       s.record({
@@ -184,10 +200,13 @@ async function runCommand(s: SessionScope, item: CommandItem) {
         why: `abandoned when the session was cancelled: the devvm was asked to stop it; if it could not be, it may still be running until its own time limit (${item.timeoutSeconds} s from its start)`,
       });
       throw error;
+    } else {
+      const failure = describeFailure(error);
+      if (failure.kind === 'timeout' || failure.kind === 'unreachable') s.devvmReachable = false;
+      s.record({ type: 'command-failed', key: item.key, command: item.command, kind: failure.kind, message: failure.message });
     }
-    const failure = describeFailure(error);
-    if (failure.kind === 'timeout' || failure.kind === 'unreachable') s.devvmReachable = false;
-    s.record({ type: 'command-failed', key: item.key, command: item.command, kind: failure.kind, message: failure.message });
+  } finally {
+    s.stopCommand = null;
   }
   s.refreshDetails();
 }

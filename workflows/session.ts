@@ -30,8 +30,7 @@ import { runAgentTurn } from './session-agent.js';
 import { executeItem, settleLease } from './session-steps.js';
 import { registerMessageHandlers } from './session-handlers.js';
 import {
-  TRANSCRIPT_PAGE_BYTES,
-  TRANSCRIPT_PAGE_LIMIT,
+  transcriptPageOf,
   describeItem,
   keyFromUpdateId,
   notifications,
@@ -39,8 +38,8 @@ import {
   type Activities,
 } from './session-rules.js';
 import type { SessionScope } from './session-scope.js';
-import type { VmState } from './pve-types.js';
-import { OPERATOR, OUTCOME, TARGET } from './search-attributes.js';
+import { isMutatingVerb, type VmState } from './pve-types.js';
+import { OPERATOR, OUTCOME, TARGET, VM_STATE, vmStateWord } from './search-attributes.js';
 import type {
   AgentState,
   CarriedState,
@@ -134,10 +133,17 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
     setCurrentDetails(lines.join('\n'));
   };
 
+  // The session list shows the VM at the last look (an upsert only when it changed).
+  let listedVmState = info.typedSearchAttributes.get(VM_STATE) ?? '';
   const setVm = (next: VmState) => {
     vm = next;
     vmCheckedAt = Date.now();
     refreshDetails();
+    const word = vmStateWord(next);
+    if (word !== listedVmState && patched('vm-state-attribute')) {
+      listedVmState = word;
+      upsertSearchAttributes([{ key: VM_STATE, value: word }]);
+    }
   };
 
   const pause = (operator: string, reason: string) => {
@@ -194,13 +200,24 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
     refreshDetails();
   };
 
+  // An operator who asks for a mutation wants it now: a devvm command in flight (on a stalled
+  // devvm it may hang to its time limit) is stopped rather than waited for.
+  let stopCommand: ((why: string) => void) | null = null;
+  const enqueue = (item: WorkItem) => {
+    queue.push(item);
+    const byOperator = item.requestedBy.kind === 'operator' && !item.requestedBy.unverified;
+    if (item.kind === 'verb' && isMutatingVerb(item.verb) && byOperator && stopCommand && patched('operator-mutation-stops-command')) {
+      stopCommand(`${item.requestedBy.kind === 'operator' ? item.requestedBy.name : ''} asked for ${item.verb}`);
+    }
+  };
+
   const admit = (item: WorkItem): RequestAccepted => {
     usedKeys.add(item.key);
     record({ type: 'request', item });
     const rule = approvalRule(item, policy, { argumentAllowlist: patched('argument-allowlist') });
     const required = Math.max(0, rule.required - item.approvedBy.length);
     if (required === 0) {
-      queue.push(item);
+      enqueue(item);
       refreshDetails();
       return { key: item.key, approvalId: null };
     }
@@ -257,27 +274,8 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
   });
   setHandler(stateQuery, stateNow);
 
-  const transcriptPage = (page?: { cursor?: number; limit?: number }): TranscriptPage => {
-    const cursor = Math.max(page?.cursor ?? firstSeq, firstSeq);
-    const limit = Math.min(Math.max(page?.limit ?? 100, 1), TRANSCRIPT_PAGE_LIMIT);
-    const newer = entries.filter((entry) => entry.seq >= cursor);
-    const slice: TranscriptEntry[] = [];
-    let bytes = 0;
-    for (const entry of newer) {
-      const size = JSON.stringify(entry).length;
-      if (slice.length >= limit || (slice.length > 0 && bytes + size > TRANSCRIPT_PAGE_BYTES)) break;
-      slice.push(entry);
-      bytes += size;
-    }
-    const last = slice[slice.length - 1];
-    return {
-      entries: slice,
-      more: slice.length < newer.length,
-      nextCursor: last ? last.seq + 1 : cursor,
-      firstSeq,
-      previousRunId: carried?.previousRunId ?? null,
-    };
-  };
+  const transcriptPage = (page?: { cursor?: number; limit?: number }): TranscriptPage =>
+    transcriptPageOf(entries, { firstSeq, previousRunId: carried?.previousRunId ?? null }, page);
   setHandler(transcriptQuery, transcriptPage);
   setHandler(viewQuery, (page) => ({ state: stateNow(), transcript: transcriptPage(page) }));
 
@@ -393,6 +391,13 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
     pause,
     newKey,
     admit,
+    enqueue,
+    get stopCommand() {
+      return stopCommand;
+    },
+    set stopCommand(value) {
+      stopCommand = value;
+    },
   };
   registerMessageHandlers(scope);
 

@@ -3,7 +3,7 @@
  * send JSON (the server checks Origin / Sec-Fetch-Site). Failures become one `ApiError` carrying
  * the server's `message`, which the callers hand to the one toast path (toast.svelte.ts).
  */
-import type { Me, PveVerb, SessionAction, SessionPolicy, SessionState, SessionSummary, TranscriptPage } from './types.js';
+import type { ListFilter, Me, PveVerb, SessionAction, SessionPolicy, SessionState, SessionSummary, TranscriptPage } from './types.js';
 
 export class ApiError extends Error {
   constructor(
@@ -65,7 +65,15 @@ export const api = {
   login: (token: string) => request<{ operator: string }>('POST', '/api/login', { token }),
   logout: () => request<{ ok: boolean }>('POST', '/api/logout', {}),
 
-  listSessions: () => request<{ sessions: SessionSummary[] }>('GET', '/api/sessions'),
+  listSessions: (filter: ListFilter = {}) => {
+    const query = new URLSearchParams();
+    if (filter.outcome) query.set('outcome', filter.outcome);
+    if (filter.operator) query.set('operator', filter.operator);
+    if (filter.since) query.set('since', filter.since);
+    if (filter.search) query.set('q', filter.search);
+    const suffix = query.toString();
+    return request<{ sessions: SessionSummary[] }>('GET', `/api/sessions${suffix ? `?${suffix}` : ''}`);
+  },
   createSession: (description: string) => request<{ id: string }>('POST', '/api/sessions', { description }),
   session: (id: string) => request<{ state: SessionState; transcript: TranscriptPage }>('GET', sessionPath(id)),
   transcript: (id: string, cursor: number, limit = 100) => request<TranscriptPage>('GET', `${sessionPath(id)}/transcript?cursor=${cursor}&limit=${limit}`),

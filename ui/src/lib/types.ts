@@ -42,6 +42,7 @@ export interface Me {
 
 /** One row of `GET /api/sessions` (Temporal visibility): the server's own type. */
 export type { SessionSummary } from '../../../server/sessions';
+export type { ListFilter, ListOutcome, ListSince } from '../../../server/session-search';
 
 /** A live chunk on the SSE stream: token deltas and command output, not durable. */
 export type { LiveChunk } from '../../../server/live-bus';
