@@ -106,13 +106,18 @@ async function registerSearchAttributes(connection: Connection, namespace: strin
     if (missing.length === 0) return null;
     await connection.operatorService.addSearchAttributes({
       namespace,
-      searchAttributes: Object.fromEntries(missing.map((name) => [name, proto.temporal.api.enums.v1.IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD])),
+      searchAttributes: Object.fromEntries(
+        missing.map((name) => {
+          const { INDEXED_VALUE_TYPE_KEYWORD, INDEXED_VALUE_TYPE_KEYWORD_LIST } = proto.temporal.api.enums.v1.IndexedValueType;
+          return [name, SEARCH_ATTRIBUTE_TYPES[name] === 'KeywordList' ? INDEXED_VALUE_TYPE_KEYWORD_LIST : INDEXED_VALUE_TYPE_KEYWORD];
+        }),
+      ),
     });
     return null;
   } catch (error) {
     // Temporal Cloud and locked-down clusters refuse this: say exactly what to run instead.
-    return `could not register search attributes (${(error as Error).message}); run: ${Object.keys(SEARCH_ATTRIBUTE_TYPES)
-      .map((name) => `temporal operator search-attribute create --namespace ${namespace} --name ${name} --type Keyword`)
+    return `could not register search attributes (${(error as Error).message}); run: ${Object.entries(SEARCH_ATTRIBUTE_TYPES)
+      .map(([name, type]) => `temporal operator search-attribute create --namespace ${namespace} --name ${name} --type ${type}`)
       .join(' && ')}`;
   }
 }
