@@ -134,8 +134,10 @@ describe('history at rest', () => {
   it('when devvm output holds a secret, then the SQLite file never holds it, while the console, the postmortem and the CLI through the codec server show it', async () => {
     const base = await serveConsole([KEY_A]);
     const secret = marker('devvm-secret');
-    const described = marker('description-secret');
-    const opened = await api(base, '/api/sessions', { description: `devvm wedged ${described}` });
+    // The description's single words are kept in plain text on purpose (the BreakglassWords search
+    // attribute, for the console's search; README "History at rest"): the text itself is not.
+    const described = `devvm wedged since ${marker('deploy')} by the ${marker('nightly')} job`;
+    const opened = await api(base, '/api/sessions', { description: described });
     const { id } = (await opened.json()) as { id: string };
     await runSecretCommand(base, id, secret);
 
@@ -146,6 +148,8 @@ describe('history at rest', () => {
     expect(stored.includes(id), 'the session is in this database (control)').toBe(true);
     expect(stored.includes(secret), 'devvm output in the database').toBe(false);
     expect(stored.includes(described), 'the description in the database').toBe(false);
+    const [word] = described.split(' ').filter((part) => part.startsWith('deploy-')).map((part) => part.split('-').at(-1) as string);
+    expect(stored.includes(word as string), 'a description word in the search attribute (control: the search feature stores words plain)').toBe(true);
 
     // The real CLI decodes through the codec server with a token, and shows ciphertext without it.
     const show = ['workflow', 'show', '--workflow-id', id, '--output', 'json'];
