@@ -2,7 +2,10 @@
  * Finding sessions through Temporal visibility: the words a session is found by, and the list
  * filter turned into a visibility query. Every value that reaches the query is either from a
  * closed set or made of letters and digits only, so nothing typed can change the query's shape.
+ * Search attributes are not encrypted by the payload codec: with codec keys, the words are stored
+ * (and searched) as keyed hashes, so a secret typed into a description stays out of the database.
  */
+import { createHmac } from 'node:crypto';
 import type { Outcome } from '../workflows/session-types.js';
 
 export const LIST_OUTCOMES = ['open', 'recovered', 'ended', 'cancelled', 'failed'] as const satisfies readonly (Outcome | 'open')[];
@@ -36,17 +39,28 @@ export function words(text: string): string[] {
   return [...seen];
 }
 
+/** The key words are hashed with, derived from a codec key (so no new secret to mount). */
+export function searchKeyFrom(codecKey: Buffer): Buffer {
+  return createHmac('sha256', codecKey).update('breakglass search words v1').digest();
+}
+
+/** A word as stored: itself without a key, else 96 bits of its keyed hash. */
+const stored = (word: string, key: Buffer | null) => (key ? `h${createHmac('sha256', key).update(word).digest('hex').slice(0, 24)}` : word);
+
 /** What a session is found by: its description's words and the last part of its id. */
-export function searchWords(id: string, description: string): string[] {
+export function searchWords(id: string, description: string, key: Buffer | null = null): string[] {
   const suffix = id.split('-').at(-1) ?? '';
-  return [...new Set([...words(suffix), ...words(description)])].slice(0, MAX_WORDS);
+  return [...new Set([...words(suffix), ...words(description)])].slice(0, MAX_WORDS).map((word) => stored(word, key));
 }
 
 /** An id as typed: its own characters only (ids are `bg-…` of letters, digits and dashes). */
 const ID_PREFIX = /^[a-z0-9][a-z0-9-]{1,99}$/;
 
-/** The visibility query for `base` narrowed by `filter` (`now` for the time window). */
-export function listQuery(base: string, filter: ListFilter, now = Date.now()): string {
+/**
+ * The visibility query for `base` narrowed by `filter` (`now` for the time window). `keys`: the
+ * search keys of every codec key in the ring, so sessions written under an older key are found.
+ */
+export function listQuery(base: string, filter: ListFilter, now = Date.now(), keys: Buffer[] = []): string {
   const parts = [base];
   if (filter.outcome) parts.push(`BreakglassOutcome = '${filter.outcome}'`);
   if (filter.operator) {
@@ -61,7 +75,10 @@ export function listQuery(base: string, filter: ListFilter, now = Date.now()): s
     const terms = ID_PREFIX.test(search) && search.startsWith('bg-') ? [] : words(search).slice(0, MAX_SEARCH_WORDS);
     if (terms.length === 0 && ID_PREFIX.test(search)) parts.push(`WorkflowId STARTS_WITH '${search}'`);
     else if (terms.length === 0) parts.push(`BreakglassWords = ''`);
-    for (const term of terms) parts.push(`BreakglassWords = '${term}'`);
+    for (const term of terms) {
+      const forms = keys.length > 0 ? keys.map((key) => stored(term, key)) : [term];
+      parts.push(forms.length === 1 ? `BreakglassWords = '${forms[0]}'` : `(${forms.map((form) => `BreakglassWords = '${form}'`).join(' OR ')})`);
+    }
   }
   return parts.join(' AND ');
 }

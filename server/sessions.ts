@@ -70,6 +70,8 @@ export class Sessions {
       notify?: boolean;
       approvalExpiryMinutes?: number;
       leaseHoldMinutes?: number;
+      /** Search keys (searchKeyFrom each codec key, the encrypting one first): words stored hashed. */
+      searchKeys?: Buffer[];
     },
   ) {}
 
@@ -111,7 +113,7 @@ export class Sessions {
             { key: TARGET, value: this.options.target.devvm },
             { key: OPERATOR, value: operator },
             { key: OUTCOME, value: 'open' },
-            { key: WORDS, value: searchWords(id, description) },
+            { key: WORDS, value: searchWords(id, description, this.options.searchKeys?.[0] ?? null) },
           ],
         });
         return id;
@@ -130,7 +132,7 @@ export class Sessions {
     // the run it replaced (terminated). Visibility returns newest first (ORDER BY is not
     // available on every store, not on SQLite), so the first run seen of an id is its latest.
     const seen = new Set<string>();
-    for await (const execution of this.client.workflow.list({ query: listQuery(SESSION_RUNS, filter), pageSize: limit })) {
+    for await (const execution of this.client.workflow.list({ query: listQuery(SESSION_RUNS, filter, Date.now(), this.options.searchKeys), pageSize: limit })) {
       if (seen.has(execution.workflowId)) continue;
       seen.add(execution.workflowId);
       const attributes = execution.typedSearchAttributes;

@@ -22,6 +22,7 @@ import { ConfigError, type Config, type SshEndpointConfig } from './config.js';
 import { SessionEvents } from './events.js';
 import { LiveBus, type LiveChunk } from './live-bus.js';
 import { codecDataConverter, EncryptingPayloadCodec } from './payload-codec.js';
+import { searchKeyFrom } from './session-search.js';
 import { createLivePusher } from './live-push.js';
 import { createMetrics } from './metrics.js';
 import { Sessions } from './sessions.js';
@@ -224,6 +225,7 @@ export async function startBreakglass(config: Config, options: StartOptions = {}
       notify: config.notifications.webhookUrl !== null,
       approvalExpiryMinutes: config.approvals.expiryMinutes,
       leaseHoldMinutes: config.lease.holdMinutes,
+      ...(codec ? { searchKeys: config.codec.keys.map((key) => searchKeyFrom(key.key)) } : {}),
     });
     metrics.watchSessions(client, config.temporal.namespace);
     const events = new SessionEvents(sessions, live);

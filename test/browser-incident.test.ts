@@ -2,7 +2,7 @@
  * The incident as a phone user meets it, in Chromium against the whole lab (the devvm's disk
  * stalled inside the real QEMU, the scripted agent): from the lab's printed URL to a started
  * cycle in three taps, measured; axe-core on the session list, a live session and the
- * confirmation; the same flow from the keyboard alone; live regions that announce without
+ * confirmation; the same at desktop size; the flow from the keyboard alone; live regions that announce without
  * taking focus. Each step's screenshot lands in docs/ for the README.
  */
 import { readFile, stat } from 'node:fs/promises';
@@ -69,6 +69,69 @@ async function axe(target: Page, include?: string): Promise<AxeViolation[]> {
 
 const describeViolations = (violations: AxeViolation[]) => violations.map((v) => `${v.impact} ${v.id}: ${v.help} at ${v.nodes.map((node) => node.target.join(' ')).join(', ')}`);
 
+/**
+ * From the lab's printed URL to a started cycle, counting taps and the waits between them;
+ * screenshots of each step go to docs/<size>-N-….png.
+ */
+async function threeTapCycle(page: Page, size: 'phone' | 'desktop'): Promise<string> {
+  const taps: string[] = [];
+  const shot = (name: string) => page.screenshot({ path: join(DOCS, `${size}-${name}.png`) });
+  await page.goto(`${lab.url}/#token=${lab.token}`);
+  await page.locator('#new-session-description').fill('SSH to the devvm hangs'); // typing is not a tap
+  await shot('1-describe');
+
+  const opened = Date.now();
+  await tap(page, page.locator('form:has(#new-session-description) button[type=submit]'), taps, 'Open session');
+  const cycle = verbButton(page, 'Cycle');
+  await cycle.waitFor();
+  await expect.poll(() => cycle.isEnabled()).toBe(true);
+  const cycleReady = Date.now() - opened;
+  // Looked at without a tap: the VM panel is filled.
+  await page.locator('.badge[title="qm status"]').waitFor({ timeout: 10_000 });
+  const vmFilled = Date.now() - opened;
+  const id = decodeURIComponent(new URL(page.url()).hash.replace('#/sessions/', ''));
+  await shot('2-session');
+
+  const pressed = Date.now();
+  await tap(page, cycle, taps, 'Cycle');
+  const dialog = page.locator('dialog[open]');
+  await dialog.locator('h2', { hasText: 'Cycle VM 102?' }).waitFor();
+  const dialogReady = Date.now() - pressed;
+  // The reason is required and already there, drawn from the evidence; the others are one tap away.
+  const reason = await page.locator('#verb-reason').inputValue();
+  expect(reason).not.toBe('');
+  const chips = await dialog.getByRole('group', { name: 'Reasons from the evidence' }).getByRole('button').allTextContents();
+  expect(chips[0]).toBe(reason);
+  expect(chips).toContain('reported: SSH to the devvm hangs');
+  await shot('3-confirm');
+
+  const confirmed = Date.now();
+  await tap(page, dialog.locator('button[type=submit]'), taps, 'Confirm');
+  await dialog.waitFor({ state: 'detached' });
+  const handle = lab.temporal.workflow.getHandle(id);
+  // Started: recorded as the operator's request, with that reason; then it runs (forensics first).
+  await expect
+    .poll(async () => (await handle.query(transcriptQuery, { limit: 200 })).entries.some((e) => e.type === 'request' && e.item.kind === 'verb' && e.item.verb === 'cycle' && e.item.reason === reason), { interval: 50 })
+    .toBe(true);
+  const accepted = Date.now() - confirmed;
+  await expect.poll(async () => (await handle.query(stateQuery)).running?.item, { timeout: 30_000, interval: 50 }).toMatchObject({ kind: 'verb', verb: 'cycle' });
+  const running = Date.now() - confirmed;
+  console.log(
+    `${size}: three taps (${taps.join(' → ')}), waiting: Cycle tappable ${cycleReady} ms after Open, VM panel filled ${vmFilled} ms, ` +
+      `dialog ${dialogReady} ms, request recorded ${accepted} ms after Confirm, cycle running ${running} ms after Confirm ` +
+      `(total waiting to recorded ${cycleReady + dialogReady + accepted} ms, to running ${cycleReady + dialogReady + running} ms)`,
+  );
+  expect(taps).toEqual(['Open session', 'Cycle', 'Confirm']);
+
+  await entry(page, 'article.forensics[aria-label="Forensics before cycle"]').waitFor({ timeout: 60_000 });
+  await shot('4-cycle');
+  await entry(page, 'article.verb-result', 'cycle').waitFor({ timeout: 90_000 });
+  for (const name of ['1-describe', '2-session', '3-confirm', '4-cycle']) {
+    expect((await stat(join(DOCS, `${size}-${name}.png`))).size).toBeGreaterThan(5_000);
+  }
+  return id;
+}
+
 beforeAll(async () => {
   lab = await startBrowserLab({ scenario: 'io-stall', script: ioStallScenario, chunkDelayMs: 20 });
   browser = await launchChromium();
@@ -84,60 +147,25 @@ describe('the incident on a phone', () => {
   it('when the on-call opens the printed URL on a phone and describes the problem, then a cycle is started in three taps with the reason drawn from the evidence', async () => {
     phone = await newPage(PHONE);
     phoneProblems = await watchPage(phone);
-    const taps: string[] = [];
-    await phone.goto(`${lab.url}/#token=${lab.token}`);
-    await phone.locator('#new-session-description').fill('SSH to the devvm hangs'); // typing is not a tap
-    await phone.screenshot({ path: join(DOCS, 'phone-1-describe.png') });
+    sessionId = await threeTapCycle(phone, 'phone');
+  }, 180_000);
 
-    const opened = Date.now();
-    await tap(phone, phone.locator('form:has(#new-session-description) button[type=submit]'), taps, 'Open session');
-    const cycle = verbButton(phone, 'Cycle');
-    await cycle.waitFor();
-    await expect.poll(() => cycle.isEnabled()).toBe(true);
-    const cycleReady = Date.now() - opened;
-    // Looked at without a tap: the VM panel is filled.
-    await phone.locator('.badge[title="qm status"]').waitFor({ timeout: 10_000 });
-    const vmFilled = Date.now() - opened;
-    sessionId = decodeURIComponent(new URL(phone.url()).hash.replace('#/sessions/', ''));
-    await phone.screenshot({ path: join(DOCS, 'phone-2-session.png') });
-
-    const pressed = Date.now();
-    await tap(phone, cycle, taps, 'Cycle');
-    const dialog = phone.locator('dialog[open]');
-    await dialog.locator('h2', { hasText: 'Cycle VM 102?' }).waitFor();
-    const dialogReady = Date.now() - pressed;
-    // The reason is required and already there, drawn from the evidence; the others are one tap away.
-    const reason = await phone.locator('#verb-reason').inputValue();
-    expect(reason).not.toBe('');
-    const chips = await dialog.getByRole('group', { name: 'Reasons from the evidence' }).getByRole('button').allTextContents();
-    expect(chips[0]).toBe(reason);
-    expect(chips).toContain('reported: SSH to the devvm hangs');
-    await phone.screenshot({ path: join(DOCS, 'phone-3-confirm.png') });
-
-    const confirmed = Date.now();
-    await tap(phone, dialog.locator('button[type=submit]'), taps, 'Confirm');
-    await dialog.waitFor({ state: 'detached' });
-    const handle = lab.temporal.workflow.getHandle(sessionId);
-    // Started: recorded as the operator's request, with that reason; then it runs (forensics first).
-    await expect
-      .poll(async () => (await handle.query(transcriptQuery, { limit: 200 })).entries.some((e) => e.type === 'request' && e.item.kind === 'verb' && e.item.verb === 'cycle' && e.item.reason === reason), { interval: 50 })
-      .toBe(true);
-    const accepted = Date.now() - confirmed;
-    await expect.poll(async () => (await handle.query(stateQuery)).running?.item, { timeout: 30_000, interval: 50 }).toMatchObject({ kind: 'verb', verb: 'cycle' });
-    const running = Date.now() - confirmed;
-    console.log(
-      `three taps (${taps.join(' → ')}), waiting: Cycle tappable ${cycleReady} ms after Open, VM panel filled ${vmFilled} ms, ` +
-        `dialog ${dialogReady} ms, request recorded ${accepted} ms after Confirm, cycle running ${running} ms after Confirm ` +
-        `(total waiting to recorded ${cycleReady + dialogReady + accepted} ms, to running ${cycleReady + dialogReady + running} ms)`,
-    );
-    expect(taps).toEqual(['Open session', 'Cycle', 'Confirm']);
-
-    await entry(phone, 'article.forensics[aria-label="Forensics before cycle"]').waitFor({ timeout: 60_000 });
-    await phone.screenshot({ path: join(DOCS, 'phone-4-cycle.png') });
-    await entry(phone, 'article.verb-result', 'cycle').waitFor({ timeout: 90_000 });
-    for (const name of ['phone-1-describe', 'phone-2-session', 'phone-3-confirm', 'phone-4-cycle']) {
-      expect((await stat(join(DOCS, `${name}.png`))).size).toBeGreaterThan(5_000);
-    }
+  it('when the same is done at desktop size (after the phone session let the VM go), then it is three taps there too', async () => {
+    const ended = await fetch(`${lab.url}/api/sessions/${encodeURIComponent(sessionId)}/end`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${lab.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ reason: 'phone flow done' }),
+    });
+    expect(ended.status).toBe(200);
+    // It ends once its cycle's wait for the devvm is over, and lets the VM go then.
+    await lab.temporal.workflow.getHandle(sessionId).result();
+    const desktop = await newPage(DESKTOP);
+    const problems = await watchPage(desktop);
+    // The session the next checks look at while it is live.
+    sessionId = await threeTapCycle(desktop, 'desktop');
+    await problems.collect();
+    expect(problems.errors).toEqual([]);
+    expect(problems.csp).toEqual([]);
   }, 180_000);
 
   it('when axe-core checks the session list, the live session and the confirmation at phone and desktop sizes, then nothing serious or critical is found', async () => {

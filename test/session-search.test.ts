@@ -1,6 +1,6 @@
 /** The session list's visibility query: what a filter may add, and what typed text cannot. */
 import { describe, expect, it } from 'vitest';
-import { listQuery, searchWords, words } from '../server/session-search.js';
+import { listQuery, searchKeyFrom, searchWords, words } from '../server/session-search.js';
 
 const BASE = `WorkflowType = 'breakglassSession'`;
 const NOW = Date.parse('2026-12-06T03:00:00Z');
@@ -27,5 +27,19 @@ describe('finding sessions', () => {
     expect(() => listQuery(BASE, { operator: attack }, NOW)).toThrow(/quotes/);
     expect(() => listQuery(BASE, { operator: 'a\\b' }, NOW)).toThrow(/backslashes/);
     expect(words("a'b")).toEqual([]);
+  });
+
+  it('when history is encrypted, then words are stored as keyed hashes and searched under every key of the ring', () => {
+    const [a, b] = [searchKeyFrom(Buffer.alloc(32, 1)), searchKeyFrom(Buffer.alloc(32, 2))];
+    const stored = searchWords('bg-x-k7qm', 'password hunter2 leaked', a);
+    expect(stored).toHaveLength(4);
+    expect(stored.join(' ')).not.toMatch(/password|hunter2|leaked|k7qm/);
+    expect(stored.every((word) => /^h[0-9a-f]{24}$/.test(word))).toBe(true);
+    // The same word under the same key is the same token; under another key it is not.
+    expect(searchWords('bg-x-k7qm', 'hunter2', a)[1]).toBe(stored[2]);
+    expect(searchWords('bg-x-k7qm', 'hunter2', b)[1]).not.toBe(stored[2]);
+    const query = listQuery(BASE, { search: 'hunter2' }, NOW, [b, a]);
+    expect(query).not.toContain('hunter2');
+    expect(query).toBe(`${BASE} AND (BreakglassWords = '${searchWords('x', 'hunter2', b)[0]}' OR BreakglassWords = '${stored[2]}')`);
   });
 });
