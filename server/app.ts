@@ -35,7 +35,8 @@ export interface AppDeps {
   events: SessionEvents;
   auth: Authenticator;
   /** Temporal reachable and (when this process runs one) the worker polling; what the codec does with history. */
-  readiness: () => Promise<{ temporal: boolean; worker: boolean | null; codec?: string; version?: string }>;
+  /** `searchAttributes`: null when registered, else what is missing and how to register it. */
+  readiness: () => Promise<{ temporal: boolean; worker: boolean | null; codec?: string; version?: string; searchAttributes?: string | null }>;
   temporalUiUrl: string | null;
   namespace: string;
   agent: AgentStatus;
@@ -163,7 +164,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     { schema: { summary: 'Temporal reachable and the worker polling', tags: ['health'], response: { 200: Loose, 503: Loose } } },
     async (_request, reply) => {
       const readiness = await deps.readiness();
-      const ready = readiness.temporal && readiness.worker !== false;
+      const ready = readiness.temporal && readiness.worker !== false && !readiness.searchAttributes;
       return reply.code(ready ? 200 : 503).send({ ready, ...readiness });
     },
   );

@@ -29,6 +29,8 @@ export interface CodecServerDeps {
 /** A whole history page of forensics documents fits; a flood does not. */
 export const CODEC_BODY_LIMIT_BYTES = 4 * 1024 * 1024;
 const MAX_PAYLOADS = 2_000;
+/** What one request may decode to in all (a single payload may inflate to the codec's own bound). */
+const MAX_RESULT_BYTES = 64 * 1024 * 1024;
 const ALLOWED_HEADERS = 'content-type, x-namespace, authorization, authorization-extras';
 
 const Base64 = Type.String({ pattern: '^[A-Za-z0-9+/]*={0,2}$', maxLength: CODEC_BODY_LIMIT_BYTES });
@@ -98,12 +100,24 @@ export function registerCodecRoutes(app: FastifyInstance, deps: AppDeps, server:
       },
       async (request) => {
         const payloads = (request.body as JsonPayloads).payloads.map(fromJson);
-        let result: Payload[];
-        try {
-          result = direction === 'decode' ? await server.codec.decode(payloads) : await server.codec.encode(payloads);
-        } catch (error) {
-          if (error instanceof UnknownCodecKeyError || error instanceof PayloadDecryptionError) throw new HttpError(400, 'bad_payload', error.message);
-          throw error;
+        const result: Payload[] = [];
+        // One at a time, with a running total: a small request of payloads that inflate (each
+        // within its own bound) must not add up to gigabytes in the console's memory.
+        let total = 0;
+        for (const payload of payloads) {
+          let one: Payload;
+          try {
+            [one] = (direction === 'decode' ? await server.codec.decode([payload]) : await server.codec.encode([payload])) as [Payload];
+          } catch (error) {
+            if (error instanceof UnknownCodecKeyError || error instanceof PayloadDecryptionError) {
+              request.log.warn({ operator: operatorOf(request), payloads: payloads.length }, `codec ${direction} refused: ${error.message}`);
+              throw new HttpError(400, 'bad_payload', error.message);
+            }
+            throw error;
+          }
+          total += (one.data?.length ?? 0) + Object.values(one.metadata ?? {}).reduce((sum, value) => sum + (value?.length ?? 0), 0);
+          if (total > MAX_RESULT_BYTES) throw new HttpError(413, 'too_large', `the ${direction}d payloads would exceed ${MAX_RESULT_BYTES} bytes: ask for fewer at a time`);
+          result.push(one);
         }
         const namespace = request.headers['x-namespace'];
         request.log.info(

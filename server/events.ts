@@ -1,12 +1,14 @@
 /**
  * Server-Sent Events for one session: transcript entries (id = transcript seq, so a reconnect
- * with Last-Event-ID resumes exactly), state snapshots when they change, and live chunks
- * (token deltas, command output). One poller per watched session feeds every subscriber, so
- * ten operators watching cost one query stream, not ten.
+ * with Last-Event-ID resumes exactly), state snapshots when they change, live chunks (token
+ * deltas, command output), and `closed` once the session has ended. Nothing is polled: one
+ * watcher per watched session long-polls the workflow's history (Temporal tells it when events
+ * arrive) and only then asks the workflow for what changed, for every subscriber at once. A
+ * closed session is read once and kept by run id; nothing asks it again.
  */
 import type { SessionState, TranscriptEntry } from '../workflows/session-types.js';
 import type { LiveBus, LiveChunk } from './live-bus.js';
-import type { Sessions } from './sessions.js';
+import type { HistoryPosition, Sessions } from './sessions.js';
 
 export type SessionEvent =
   | { type: 'entry'; entry: TranscriptEntry }
@@ -20,36 +22,59 @@ interface Watch {
   subscribers: Set<Subscriber>;
   nextSeq: number | null;
   lastState: string;
-  timer: NodeJS.Timeout | null;
   unsubscribeLive: () => void;
-  polling: boolean;
+  stop: AbortController;
 }
+
+/** A closed session as last read: its whole transcript and final state. */
+interface ClosedSession {
+  runId: string;
+  entries: TranscriptEntry[];
+  state: SessionState;
+}
+
+// Each holds a whole transcript (forensics documents included): a few are enough.
+const CLOSED_KEPT = 8;
+const RETRY_MS = 1_000;
+const POSITIONS_KEPT = 256;
 
 export class SessionEvents {
   private readonly watches = new Map<string, Watch>();
-  /** Polls under way: close() waits for them, so none is left retrying on a closed connection. */
+  /** Watchers under way: close() waits for them, so none is left retrying on a closed connection. */
   private readonly inFlight = new Set<Promise<void>>();
+  /** Closed sessions by id, oldest first (a small LRU). */
+  private readonly closed = new Map<string, ClosedSession>();
+  /** Where each session's history was last read: a new watch waits from there, not from the start. */
+  private readonly positions = new Map<string, HistoryPosition>();
+  /** Workflow queries this instance has made (the tests count them: none while nothing happens). */
+  queries = 0;
 
   constructor(
     private readonly sessions: Sessions,
     private readonly live: LiveBus,
-    private readonly pollMs = 250,
   ) {}
 
   /** Subscribes from transcript seq `fromSeq` (inclusive); returns the unsubscribe function. */
   async subscribe(id: string, fromSeq: number | undefined, subscriber: Subscriber): Promise<() => void> {
+    const kept = await this.closedSession(id);
+    if (kept) {
+      for (const entry of kept.entries) if (entry.seq >= (fromSeq ?? 0)) subscriber({ type: 'entry', entry });
+      subscriber({ type: 'state', state: kept.state });
+      subscriber({ type: 'closed' });
+      return () => undefined;
+    }
     // Catch-up first, straight from the workflow, so this subscriber misses nothing.
     let cursor = fromSeq;
     for (;;) {
-      const page = await this.sessions.transcript(id, cursor, 200);
+      this.queries++;
+      const { state, transcript: page } = await this.sessions.view(id, cursor, 200);
       for (const entry of page.entries) subscriber({ type: 'entry', entry });
+      cursor = page.nextCursor ?? cursor;
       if (!page.more) {
-        cursor = page.nextCursor ?? cursor;
+        subscriber({ type: 'state', state });
         break;
       }
-      cursor = page.nextCursor ?? undefined;
     }
-    subscriber({ type: 'state', state: await this.sessions.state(id) });
 
     let watch = this.watches.get(id);
     if (!watch) {
@@ -57,15 +82,12 @@ export class SessionEvents {
         subscribers: new Set(),
         nextSeq: cursor ?? null,
         lastState: '',
-        timer: null,
         unsubscribeLive: this.live.subscribe(id, (chunk) => this.broadcast(created, { type: 'live', chunk })),
-        polling: false,
+        stop: new AbortController(),
       };
-      created.timer = setInterval(() => this.track(this.poll(id, created)), this.pollMs);
       this.watches.set(id, created);
       watch = created;
-      // A page that just loaded wants what changed since at once (a new session's first look).
-      this.track(this.poll(id, created));
+      this.track(this.follow(id, created));
     }
     // A subscriber that caught up beyond the shared cursor would see duplicates: filter them.
     const caughtUpTo = cursor ?? 0;
@@ -82,43 +104,86 @@ export class SessionEvents {
     };
   }
 
-  /** Stops every watch and resolves once no poll is running (before the Temporal client closes). */
+  /** Stops every watch and resolves once no watcher is running (before the Temporal client closes). */
   async close(): Promise<void> {
     for (const [id, watch] of this.watches) this.stopWatch(id, watch);
     await Promise.all(this.inFlight);
   }
 
-  private track(poll: Promise<void>) {
-    this.inFlight.add(poll);
-    void poll.finally(() => this.inFlight.delete(poll));
+  private track(work: Promise<void>) {
+    this.inFlight.add(work);
+    void work.finally(() => this.inFlight.delete(work));
   }
 
   private stopWatch(id: string, watch: Watch) {
-    if (watch.timer) clearInterval(watch.timer);
+    watch.stop.abort();
     watch.unsubscribeLive();
-    this.watches.delete(id);
+    if (this.watches.get(id) === watch) this.watches.delete(id);
   }
 
   private broadcast(watch: Watch, event: SessionEvent) {
     for (const subscriber of watch.subscribers) subscriber(event);
   }
 
-  private async poll(id: string, watch: Watch) {
-    if (watch.polling) return;
-    watch.polling = true;
-    try {
+  /** Waits on the history; reads the workflow only when it grew; ends with the session. */
+  private async follow(id: string, watch: Watch) {
+    let position: HistoryPosition | null = this.positions.get(id) ?? null;
+    while (!watch.stop.signal.aborted) {
+      try {
+        const news = await this.sessions.historyAfter(id, position, watch.stop.signal);
+        position = news.ended === 'continued' ? null : news.position;
+        this.remember(id, position);
+        if (news.changed || news.ended) await this.refresh(id, watch);
+        if (news.ended === 'closed') {
+          await this.keepClosed(id, news.position.runId);
+          this.broadcast(watch, { type: 'closed' });
+          this.stopWatch(id, watch);
+        }
+      } catch {
+        // Temporal briefly unreachable, or the watch was stopped: try again unless stopped.
+        if (watch.stop.signal.aborted) return;
+        await new Promise((resolve) => setTimeout(resolve, RETRY_MS));
+      }
+    }
+  }
+
+  private remember(id: string, position: HistoryPosition | null) {
+    this.positions.delete(id);
+    if (!position) return;
+    this.positions.set(id, position);
+    if (this.positions.size > POSITIONS_KEPT) this.positions.delete(this.positions.keys().next().value as string);
+  }
+
+  private async refresh(id: string, watch: Watch) {
+    for (;;) {
+      this.queries++;
       const { state, transcript: page } = await this.sessions.view(id, watch.nextSeq ?? undefined, 200);
       for (const entry of page.entries) this.broadcast(watch, { type: 'entry', entry });
       if (page.nextCursor !== null) watch.nextSeq = page.nextCursor;
-      const fingerprint = JSON.stringify(state);
-      if (fingerprint !== watch.lastState) {
-        watch.lastState = fingerprint;
-        this.broadcast(watch, { type: 'state', state });
+      if (!page.more) {
+        const fingerprint = JSON.stringify(state);
+        if (fingerprint !== watch.lastState) {
+          watch.lastState = fingerprint;
+          this.broadcast(watch, { type: 'state', state });
+        }
+        return;
       }
-    } catch {
-      // Temporal briefly unreachable or the run just continued-as-new: the next tick retries.
-    } finally {
-      watch.polling = false;
     }
+  }
+
+  /** The session as kept when it has closed (one describe, no query), or null while it runs. */
+  private async closedSession(id: string): Promise<ClosedSession | null> {
+    const kept = this.closed.get(id);
+    if (!kept) return null;
+    const { runId, status } = await this.sessions.handle(id).describe();
+    return runId === kept.runId && status.name !== 'RUNNING' ? kept : null;
+  }
+
+  private async keepClosed(id: string, runId: string) {
+    this.queries++;
+    const [entries, state] = await Promise.all([this.sessions.fullTranscript(id), this.sessions.state(id)]);
+    this.closed.delete(id);
+    this.closed.set(id, { runId, entries, state });
+    if (this.closed.size > CLOSED_KEPT) this.closed.delete(this.closed.keys().next().value as string);
   }
 }

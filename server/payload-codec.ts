@@ -26,7 +26,8 @@ export const ENCRYPTED_ENCODING = 'binary/encrypted';
 export const KEY_ID_METADATA = 'encryption-key-id';
 /** A key is 32 bytes (AES-256). */
 export const KEY_BYTES = 32;
-export const KEY_ID_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
+/** Letters, digits, `.`, `_`, `-`; not only dots (a key id names a file in a mounted Secret). */
+export const KEY_ID_PATTERN = /^(?!\.+$)[A-Za-z0-9._-]{1,64}$/;
 
 const FORMAT_VERSION = 1;
 const IV_BYTES = 12;
@@ -157,7 +158,14 @@ export class EncryptingPayloadCodec implements PayloadCodec {
     const flag = plaintext[0];
     const body = plaintext.subarray(1);
     if (flag !== FLAG_PLAIN && flag !== FLAG_DEFLATE) throw new PayloadDecryptionError(`payload for key "${keyId}" has unknown flags ${flag}`);
-    const serialized = flag === FLAG_DEFLATE ? await inflate(body, { maxOutputLength: MAX_INFLATED_BYTES }) : body;
+    let serialized = body;
+    if (flag === FLAG_DEFLATE) {
+      try {
+        serialized = await inflate(body, { maxOutputLength: MAX_INFLATED_BYTES });
+      } catch {
+        throw new PayloadDecryptionError(`payload for key "${keyId}" does not inflate within ${MAX_INFLATED_BYTES} bytes`);
+      }
+    }
     return PayloadProto.decode(serialized);
   }
 }

@@ -246,6 +246,14 @@ async function streamEvents(request: FastifyRequest, reply: FastifyReply, deps: 
     if (event.type === 'entry') raw.write(`id: ${event.entry.seq}\nevent: entry\ndata: ${JSON.stringify(event.entry)}\n\n`);
     else if (event.type === 'state') raw.write(`event: state\ndata: ${JSON.stringify(event.state)}\n\n`);
     else if (event.type === 'live') raw.write(`event: live\ndata: ${JSON.stringify(event.chunk)}\n\n`);
+    else {
+      // The session has ended: nothing more will come, and the browser should not reconnect.
+      raw.write('event: closed\ndata: {}\n\n');
+      setImmediate(() => {
+        cleanup();
+        raw.end();
+      });
+    }
   };
   const heartbeat = setInterval(() => raw.write(`: heartbeat ${Date.now()}\n\n`), deps.heartbeatMs ?? 15_000);
   let unsubscribe: (() => void) | null = null;

@@ -62,7 +62,9 @@ const ID_PREFIX = /^[a-z0-9][a-z0-9-]{1,99}$/;
  */
 export function listQuery(base: string, filter: ListFilter, now = Date.now(), keys: Buffer[] = []): string {
   const parts = [base];
-  if (filter.outcome) parts.push(`BreakglassOutcome = '${filter.outcome}'`);
+  // Open means running: a terminated or timed-out run never wrote its outcome.
+  if (filter.outcome === 'open') parts.push(`ExecutionStatus = 'Running'`);
+  else if (filter.outcome) parts.push(`BreakglassOutcome = '${filter.outcome}'`);
   if (filter.operator) {
     // The route validates it already; the query never trusts that it did.
     if (!new RegExp(OPERATOR_FILTER_PATTERN, 'u').test(filter.operator)) throw new Error('operator filter: quotes, backslashes and control characters are not allowed');

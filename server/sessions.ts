@@ -4,6 +4,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { WorkflowExecutionAlreadyStartedError, type Client, type WorkflowHandle } from '@temporalio/client';
+import { temporal } from '@temporalio/proto';
 import { readFullTranscript } from '../activities/agent/transcript.js';
 import { breakglassSession } from '../workflows/session.js';
 import {
@@ -27,6 +28,32 @@ import { mdBlock, mdText } from '../workflows/markdown.js';
 import { LAST_VERB, OPERATOR, OUTCOME, TARGET, VM_STATE, WORDS } from '../workflows/search-attributes.js';
 import { listQuery, searchWords, type ListFilter } from './session-search.js';
 import type { SessionPolicy, SessionState, SessionTarget, TranscriptEntry, TranscriptPage } from '../workflows/session-types.js';
+
+const EventType = temporal.api.enums.v1.EventType;
+/** History events that end a run; the session goes on in a new run only after ContinuedAsNew. */
+const RUN_ENDS = new Set([
+  EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED,
+  EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED,
+  EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT,
+  EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED,
+  EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED,
+  EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW,
+]);
+const HISTORY_PAGE = 1000;
+
+/** Where a reader of one run's history stands (the server's page token is opaque). */
+export interface HistoryPosition {
+  runId: string;
+  token: Uint8Array | null;
+}
+
+export interface HistoryNews {
+  position: HistoryPosition;
+  /** Events arrived (a page that was not a full catch-up page: something happened). */
+  changed: boolean;
+  /** The run ended: 'continued' as a new run, or 'closed' for good. */
+  ended: 'continued' | 'closed' | null;
+}
 
 /** Makes a request happen once: an Update id from the client's Idempotency-Key. */
 export interface Once {
@@ -166,6 +193,39 @@ export class Sessions {
     const view = await this.handle(id).query(viewQuery, { ...(cursor !== undefined ? { cursor } : {}), limit });
     if (cursor === undefined || cursor >= view.transcript.firstSeq || !view.transcript.previousRunId) return view;
     return { state: view.state, transcript: await this.transcript(id, cursor, limit) };
+  }
+
+  /**
+   * Waits for the session's history to grow past `position` (Temporal's own long poll: the server
+   * answers when events arrive, or empty after its poll interval), so the console learns of a
+   * change without asking the workflow. Without a position it reads the current run from its start.
+   */
+  async historyAfter(id: string, position: HistoryPosition | null, signal: AbortSignal): Promise<HistoryNews> {
+    const runId = position?.runId ?? (await this.handle(id).describe()).runId;
+    const { connection } = this.client;
+    const response = await connection.withAbortSignal(signal, () =>
+      connection.withDeadline(Date.now() + 60_000, () =>
+        this.client.workflowService.getWorkflowExecutionHistory({
+          namespace: this.options.namespace,
+          execution: { workflowId: id, runId },
+          waitNewEvent: true,
+          maximumPageSize: HISTORY_PAGE,
+          skipArchival: true,
+          ...(position?.token ? { nextPageToken: position.token } : {}),
+        }),
+      ),
+    );
+    const events = response.history?.events ?? [];
+    const last = events.at(-1)?.eventType;
+    let ended: HistoryNews['ended'] = last !== undefined && last !== null && RUN_ENDS.has(last) ? (last === EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW ? 'continued' : 'closed') : null;
+    const more = response.nextPageToken && response.nextPageToken.length > 0;
+    if (!ended && events.length === 0 && !more) {
+      // Nothing new and nothing to wait on: the run ended before this read (its end read earlier).
+      const status = (await this.client.workflow.getHandle(id, runId).describe()).status.name;
+      if (status !== 'RUNNING') ended = status === 'CONTINUED_AS_NEW' ? 'continued' : 'closed';
+    }
+    const token = more ? (response.nextPageToken as Uint8Array) : (position?.token ?? null);
+    return { position: { runId, token }, changed: events.length > 0 && events.length < HISTORY_PAGE, ended };
   }
 
   /** A page of the transcript; follows continue-as-new back into earlier runs when asked. */

@@ -205,12 +205,23 @@ export async function startBreakglass(config: Config, options: StartOptions = {}
     });
   }
 
+  // Sessions upsert these: without them every session's next workflow task fails. Not ready until
+  // they exist (checked again at most every 30 s, so registering them by hand is enough).
+  let attributesProblem = registration;
+  let attributesCheckedAt = Date.now();
+  const searchAttributes = async () => {
+    if (attributesProblem && Date.now() - attributesCheckedAt > 30_000) {
+      attributesCheckedAt = Date.now();
+      attributesProblem = await registerSearchAttributes(connection, config.temporal.namespace);
+    }
+    return attributesProblem;
+  };
   const readiness = async () => {
     const temporalUp = await Promise.race([
       connection.workflowService.getSystemInfo({}).then(() => true, () => false),
       new Promise<boolean>((r) => setTimeout(() => r(false), 2_000)),
     ]);
-    return { temporal: temporalUp, worker: workerState(), codec: codecState, ...(deployment && config.roles.worker ? { version: `${deployment.name}.${deployment.buildId} (sessions pinned)` } : {}) };
+    return { temporal: temporalUp, worker: workerState(), codec: codecState, searchAttributes: await searchAttributes(), ...(deployment && config.roles.worker ? { version: `${deployment.name}.${deployment.buildId} (sessions pinned)` } : {}) };
   };
 
   let url: string | null = null;
@@ -274,12 +285,12 @@ function codecStatus(config: Config, codec: EncryptingPayloadCodec | null): stri
   return 'no codec.keys configured: workflow history is stored in plain text';
 }
 
-async function buildHealthApp(readiness: () => Promise<{ temporal: boolean; worker: boolean | null; codec: string; version?: string }>, registry: Registry) {
+async function buildHealthApp(readiness: () => Promise<{ temporal: boolean; worker: boolean | null; codec: string; version?: string; searchAttributes: string | null }>, registry: Registry) {
   const app = Fastify({ logger: false });
   app.get('/healthz', async () => ({ ok: true }));
   app.get('/readyz', async (_request, reply) => {
     const state = await readiness();
-    const ready = state.temporal && state.worker !== false;
+    const ready = state.temporal && state.worker !== false && !state.searchAttributes;
     return reply.code(ready ? 200 : 503).send({ ready, ...state });
   });
   app.get('/metrics', async (_request, reply) => reply.type(registry.contentType).send(await registry.metrics()));

@@ -543,7 +543,7 @@ describe('abuse: a slice of generated requests against the real stack (Temporal 
         };
       },
     });
-    events = new SessionEvents(sessions, new LiveBus(), 100);
+    events = new SessionEvents(sessions, new LiveBus());
     app = await buildApp({
       sessions,
       events,

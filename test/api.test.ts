@@ -29,12 +29,13 @@ let env: SessionEnv;
 let queue: string;
 const apps: FastifyInstance[] = [];
 
-async function serve(auth: Record<string, unknown>, configEnv: Record<string, string> = {}, mutationRateLimit?: number, logLines?: string[]): Promise<{ base: string; config: Config }> {
+async function serve(auth: Record<string, unknown>, configEnv: Record<string, string> = {}, mutationRateLimit?: number, logLines?: string[]): Promise<{ base: string; config: Config; events: SessionEvents }> {
   const config = loadConfig({ env: configEnv, file: { ...endpoints, auth } });
   const sessions = new Sessions(env.client, { taskQueue: queue, target: { devvm: 'devvm', vmid: 102 }, policy: DEFAULT_POLICY, namespace: 'default' });
+  const events = new SessionEvents(sessions, new LiveBus());
   const app = await buildApp({
     sessions,
-    events: new SessionEvents(sessions, new LiveBus(), 100),
+    events,
     auth: createAuthenticator(config),
     readiness: async () => ({ temporal: true, worker: true }),
     temporalUiUrl: 'http://127.0.0.1:8233',
@@ -46,7 +47,7 @@ async function serve(auth: Record<string, unknown>, configEnv: Record<string, st
   });
   apps.push(app);
   const base = await app.listen({ host: '127.0.0.1', port: 0 });
-  return { base, config };
+  return { base, config, events };
 }
 
 const json = (token: string | null, body?: unknown, method = 'POST'): RequestInit => ({
@@ -83,8 +84,9 @@ afterAll(async () => {
 
 describe('HTTP API with token auth', () => {
   let base: string;
+  let events: SessionEvents;
   beforeAll(async () => {
-    ({ base } = await serve({ mode: 'token', tokens: [{ operator: 'alice', sha256: sha(ALICE) }, { operator: 'bob', sha256: sha(BOB) }] }));
+    ({ base, events } = await serve({ mode: 'token', tokens: [{ operator: 'alice', sha256: sha(ALICE) }, { operator: 'bob', sha256: sha(BOB) }] }));
   });
 
   it('when probed, then /healthz and /readyz answer and every response carries a strict CSP', async () => {
@@ -328,6 +330,56 @@ describe('HTTP API with token auth', () => {
     expect(resumed).toMatch(/^id: \d+\nevent: entry\ndata: .*"second"/m);
     await fetch(`${base}/api/sessions/${id}/end`, json(ALICE, {}));
   });
+
+  it('when a watched session is idle, then nothing asks the workflow; an entry still arrives at once; when it ends the stream says closed, and a closed session is served without a query', async () => {
+    const { id } = (await (await fetch(`${base}/api/sessions`, json(ALICE, { description: 'pushed events' }))).json()) as { id: string };
+    await until(async () => ((await entries(base, id)).some((e) => e.type === 'status') ? true : undefined));
+    const controller = new AbortController();
+    const response = await fetch(`${base}/api/sessions/${id}/events`, { headers: { authorization: `Bearer ${ALICE}` }, signal: controller.signal });
+    const reader = response.body!.getReader();
+    let text = '';
+    let ended = false;
+    const readUntil = async (wanted: (t: string) => boolean, ms: number) => {
+      const deadline = Date.now() + ms;
+      while (!wanted(text) && !ended && Date.now() < deadline) {
+        const next = await Promise.race([reader.read(), new Promise<null>((r) => setTimeout(() => r(null), Math.max(1, deadline - Date.now())))]);
+        if (next === null) break;
+        if (next.done) ended = true;
+        else text += new TextDecoder().decode(next.value);
+      }
+      return wanted(text);
+    };
+    expect(await readUntil((t) => t.includes('event: state'), 10_000)).toBe(true);
+    // The watcher's first read of the history (from the start) is followed by one look at the
+    // workflow; after that, idle: it waits on Temporal's history long poll, no query for 3 s.
+    let settled = -1;
+    while (settled !== events.queries) {
+      settled = events.queries;
+      await new Promise((r) => setTimeout(r, 1_000));
+    }
+    const idleFrom = events.queries;
+    await new Promise((r) => setTimeout(r, 3_000));
+    expect(events.queries - idleFrom).toBe(0);
+    const sent = Date.now();
+    await fetch(`${base}/api/sessions/${id}/messages`, json(ALICE, { text: 'pushed, not polled' }));
+    expect(await readUntil((t) => t.includes('pushed, not polled'), 10_000)).toBe(true);
+    console.log(`api: an entry reached the SSE client ${Date.now() - sent} ms after the POST, with ${events.queries - idleFrom} queries`);
+    expect(events.queries - idleFrom).toBeLessThanOrEqual(4);
+
+    await fetch(`${base}/api/sessions/${id}/end`, json(ALICE, {}));
+    expect(await readUntil((t) => t.includes('event: closed'), 15_000)).toBe(true);
+    expect(await readUntil(() => false, 3_000)).toBe(false);
+    expect(ended).toBe(true);
+    controller.abort();
+
+    // Read again: from memory (its run id checked with a describe), no query, closed at once.
+    const before = events.queries;
+    const again = await fetch(`${base}/api/sessions/${id}/events`, { headers: { authorization: `Bearer ${ALICE}` } });
+    const all = await again.text();
+    expect(all).toContain('pushed, not polled');
+    expect(all).toContain('event: closed');
+    expect(events.queries).toBe(before);
+  }, 60_000);
 
   it('when an operator cancels a session, then the record names them and the session closes cancelled', async () => {
     const { id } = (await (await fetch(`${base}/api/sessions`, json(ALICE, { description: 'wrong VM' }))).json()) as { id: string };

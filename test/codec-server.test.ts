@@ -64,6 +64,20 @@ describe('codec server', () => {
     expect(JSON.parse(Buffer.from(payloads[0]?.data ?? '', 'base64').toString())).toEqual({ stdout: MARKER });
     expect(codecLog().at(-1)).toMatchObject({ msg: 'codec decode', operator: 'carol', namespace: 'default', payloads: 1, keyIds: ['key-a'] });
     expect(logLines.join('\n')).not.toContain(MARKER);
+    // A decoded payload would show up base64-encoded or as a Buffer, not as the marker: the line
+    // may carry these fields and no others.
+    const fields = new Set(['level', 'time', 'pid', 'hostname', 'reqId', 'msg', 'operator', 'namespace', 'payloads', 'keyIds']);
+    for (const line of codecLog()) expect(Object.keys(line).filter((key) => !fields.has(key))).toEqual([]);
+  });
+
+  it('when payloads that inflate small-to-huge are sent at once, then the request is refused once the decoded total passes its bound (413), not held in memory', async () => {
+    // 3 MiB of zeros deflates to a few KiB: within the body limit, 40 of them would decode to 120 MiB.
+    const [bomb] = await codec.encode([{ metadata: { encoding: Buffer.from('binary/plain') }, data: Buffer.alloc(3 * 1024 * 1024) }]);
+    const body = { payloads: Array.from({ length: 40 }, () => toJson(bomb as Payload)) };
+    expect(JSON.stringify(body).length).toBeLessThan(CODEC_BODY_LIMIT_BYTES);
+    const response = await post('/codec/decode', body);
+    expect(response.status).toBe(413);
+    expect(Object.keys((await response.json()) as object).sort()).toEqual(['error', 'message']);
   });
 
   it('when an operator encodes (the Web UI sending a typed input), then the result is encrypted and decodes back', async () => {

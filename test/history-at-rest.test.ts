@@ -59,7 +59,7 @@ async function serveConsole(keys: CodecKey[], listen: { port: number; webUiOrigi
   const sessions = new Sessions(client, { taskQueue: queue, target: { devvm: 'devvm', vmid: 102 }, policy: DEFAULT_POLICY, namespace: 'default', searchKeys: keys.map((key) => searchKeyFrom(key.key)) });
   const app = await buildApp({
     sessions,
-    events: new SessionEvents(sessions, new LiveBus(), 100),
+    events: new SessionEvents(sessions, new LiveBus()),
     auth: createAuthenticator(config),
     readiness: async () => ({ temporal: true, worker: true }),
     temporalUiUrl: null,
@@ -95,12 +95,21 @@ async function runSecretCommand(base: string, id: string, secret: string): Promi
   await transcriptWith(base, id, secret);
 }
 
-/** The dev server's SQLite database as stored: the main file and its write-ahead log. */
+/**
+ * The dev server's SQLite database as stored: the main file and its journal or write-ahead log.
+ * A journal may be gone between listing and reading (its transaction committed): list again.
+ */
 async function sqliteBytes(): Promise<Buffer> {
   const dir = join(env.dir, 'temporal');
-  const files = (await readdir(dir)).filter((name) => name.startsWith('temporal.sqlite'));
-  expect(files).toContain('temporal.sqlite');
-  return Buffer.concat(await Promise.all(files.map((name) => readFile(join(dir, name)))));
+  for (let attempt = 1; ; attempt++) {
+    const files = (await readdir(dir)).filter((name) => name.startsWith('temporal.sqlite'));
+    expect(files).toContain('temporal.sqlite');
+    try {
+      return Buffer.concat(await Promise.all(files.map((name) => readFile(join(dir, name)))));
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT' || attempt >= 20) throw error;
+    }
+  }
 }
 
 /** What `temporal workflow show --output json` printed, with every payload's data base64-decoded. */

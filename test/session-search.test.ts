@@ -14,7 +14,7 @@ describe('finding sessions', () => {
   it('when filters are given, then each narrows the query; words must all match; an id is matched by its start', () => {
     expect(listQuery(BASE, {}, NOW)).toBe(BASE);
     expect(listQuery(BASE, { outcome: 'open', operator: 'alice@example.com', since: '24h', search: 'Disk FULL' }, NOW)).toBe(
-      `${BASE} AND BreakglassOutcome = 'open' AND BreakglassOperator = 'alice@example.com' AND StartTime > '2026-12-05T03:00:00.000Z' AND BreakglassWords = 'disk' AND BreakglassWords = 'full'`,
+      `${BASE} AND ExecutionStatus = 'Running' AND BreakglassOperator = 'alice@example.com' AND StartTime > '2026-12-05T03:00:00.000Z' AND BreakglassWords = 'disk' AND BreakglassWords = 'full'`,
     );
     expect(listQuery(BASE, { search: 'bg-20261206-03' }, NOW)).toBe(`${BASE} AND WorkflowId STARTS_WITH 'bg-20261206-03'`);
     expect(listQuery(BASE, { search: 'k7qm' }, NOW)).toBe(`${BASE} AND BreakglassWords = 'k7qm'`);

@@ -67,10 +67,12 @@ describe('an operator who asks for a mutation does not wait behind a devvm comma
     };
 
     // An unsigned cycle (sent straight through Temporal) does not stop anything.
-    const short = await handle.executeUpdate(requestCommandUpdate, { args: [{ command: 'sleep 4', timeoutSeconds: 30, operator: 'alice' }] });
+    const short = await handle.executeUpdate(requestCommandUpdate, { args: [{ command: 'sleep 12', timeoutSeconds: 30, operator: 'alice' }] });
     await runningCommand();
     const raw = env.rawClient.workflow.getHandle(handle.workflowId);
     await raw.executeUpdate(requestVerbUpdate, { args: [{ verb: 'cycle', reason: 'unsigned', operator: 'mallory' }] });
+    // Admitted while the command still ran (else the half below would prove nothing).
+    expect((await handle.query(stateQuery)).running?.item).toMatchObject({ kind: 'command', command: 'sleep 12' });
     const afterShort = await waitForTranscript(handle, (all) => all.some((e) => e.type === 'verb-result'), 90_000);
     expect(afterShort.find((e) => keyOf(e) === short.key && e.type !== 'request')?.type).toBe('command-result');
 

@@ -14,7 +14,7 @@ import proto from '@temporalio/proto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { toolPath } from '../lab/temporal-dev.js';
 import { claimCurrentVersion, type DeploymentVersion } from '../server/worker-deployment.js';
-import { requestCommandUpdate } from '../workflows/messages.js';
+import { requestCommandUpdate, requestVerbUpdate } from '../workflows/messages.js';
 import { startSessionEnv, uniqueQueue, waitForTranscript, type SessionEnv } from './helpers/session-env.js';
 
 const run = promisify(execFile);
@@ -89,6 +89,16 @@ describe('worker deployment versioning', () => {
     expect(await commandRunBy(first, 'echo still-on-build-1')).toBe('worker-build-1');
     expect(await pinnedBuild(first)).toEqual({ behavior: 'VERSIONING_BEHAVIOR_PINNED', buildId: 'build-1' });
     expect(await pinnedBuild(second)).toEqual({ behavior: 'VERSIONING_BEHAVIOR_PINNED', buildId: 'build-2' });
+    // The VM's lease is not pinned: held across a deploy on a build that goes away, it would
+    // never let the VM go.
+    await second.executeUpdate(requestVerbUpdate, { args: [{ verb: 'cycle', reason: 'a lease under versioning', operator: 'alice' }] });
+    await waitForTranscript(second, (entries) => entries.some((entry) => entry.type === 'verb-result'), 90_000);
+    const leaseId = await (async () => {
+      for await (const execution of env.client.workflow.list({ query: "WorkflowType = 'targetLease'" })) return execution.workflowId;
+      return '';
+    })();
+    expect(leaseId).not.toBe('');
+    await expect.poll(async () => (await pinnedBuild(env.client.workflow.getHandle(leaseId))).behavior, { timeout: 20_000 }).toBe('VERSIONING_BEHAVIOR_AUTO_UPGRADE');
 
     // What the README's rollout uses to find the sessions still pinned to the old build.
     await expect
@@ -105,5 +115,5 @@ describe('worker deployment versioning', () => {
     await worker1.stop();
     await temporalCli(['workflow', 'update-options', '--workflow-id', first.workflowId, '--versioning-override-behavior', 'pinned', '--versioning-override-deployment-name', 'breakglass-test', '--versioning-override-build-id', 'build-3']);
     expect(await commandRunBy(first, 'echo moved-to-build-3')).toBe('worker-build-3');
-  }, 120_000);
+  }, 240_000);
 });

@@ -201,12 +201,14 @@ export async function breakglassSession(input: SessionInput): Promise<Outcome> {
   };
 
   // An operator who asks for a mutation wants it now: a devvm command in flight (on a stalled
-  // devvm it may hang to its time limit) is stopped rather than waited for.
+  // devvm it may hang to its time limit) is stopped rather than waited for — when the mutation is
+  // next in line and the session is not paused (otherwise stopping it would gain nothing).
   let stopCommand: ((why: string) => void) | null = null;
   const enqueue = (item: WorkItem) => {
     queue.push(item);
     const byOperator = item.requestedBy.kind === 'operator' && !item.requestedBy.unverified;
-    if (item.kind === 'verb' && isMutatingVerb(item.verb) && byOperator && stopCommand && patched('operator-mutation-stops-command')) {
+    const nextInLine = queue.length === 1 && !paused;
+    if (item.kind === 'verb' && isMutatingVerb(item.verb) && byOperator && nextInLine && stopCommand && patched('operator-mutation-stops-command')) {
       stopCommand(`${item.requestedBy.kind === 'operator' ? item.requestedBy.name : ''} asked for ${item.verb}`);
     }
   };

@@ -19,6 +19,7 @@ import {
   log,
   proxyActivities,
   setHandler,
+  setWorkflowOptions,
   workflowInfo,
 } from '@temporalio/workflow';
 import type { Activities } from './session-rules.js';
@@ -135,3 +136,9 @@ export async function targetLease(carried?: LeaseHolder | null): Promise<void> {
     if (live() === null) return;
   }
 }
+
+// With worker versioning, sessions stay on the build that started them, but a lease must not: a
+// held lease pinned to a build with no worker left would never release the VM. It is short and
+// guarded by patched() like everything else, so it moves to the current build. (Only on a
+// versioned worker: an unversioned one may not name a behaviour at all.)
+setWorkflowOptions(() => (workflowInfo().currentDeploymentVersion?.deploymentName ? { versioningBehavior: 'AUTO_UPGRADE' } : {}), targetLease);

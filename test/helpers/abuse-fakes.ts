@@ -7,6 +7,7 @@ import type { FastifyInstance } from 'fastify';
 import { buildApp, type AppDeps } from '../../server/app.js';
 import type { Authenticator } from '../../server/auth.js';
 import type { SessionEvents } from '../../server/events.js';
+import { OPERATOR_FILTER_PATTERN } from '../../server/session-search.js';
 import type { Sessions } from '../../server/sessions.js';
 import { MAX_COMMAND_LENGTH, MAX_COMMAND_TIMEOUT_SECONDS, MAX_MESSAGE_LENGTH, MAX_REASON_LENGTH } from '../../workflows/messages.js';
 import { PVE_VERBS } from '../../workflows/pve-types.js';
@@ -95,9 +96,21 @@ export function createFakeSessions(): FakeSessions {
       check(typeof description === 'string' && description.trim() !== '' && description.length <= MAX_MESSAGE_LENGTH, 'description', description);
       return 'bg-20260611-0313-abcd';
     },
-    async list() {
-      record('list', null, []);
+    async list(filter: Record<string, unknown>) {
+      record('list', null, [filter]);
+      checkKeys('list filter', filter, ['outcome', 'operator', 'since', 'search']);
+      check(filter.outcome === undefined || ['open', 'recovered', 'ended', 'cancelled', 'failed'].includes(filter.outcome as string), 'outcome', filter.outcome);
+      check(filter.since === undefined || ['1h', '24h', '7d', '30d'].includes(filter.since as string), 'since', filter.since);
+      optString('operator filter', filter.operator, 200, new RegExp(OPERATOR_FILTER_PATTERN, 'u'));
+      optString('search', filter.search, 200);
       return [];
+    },
+    async view(id: string, cursor: unknown, limit: unknown) {
+      checkId(id);
+      check(cursor === undefined || (Number.isInteger(cursor) && (cursor as number) >= 1), 'cursor', cursor);
+      check(Number.isInteger(limit) && (limit as number) >= 1 && (limit as number) <= 200, 'limit', limit);
+      await known(id);
+      return { state: fakeState(id), transcript: { entries: [], nextCursor: null, firstSeq: 1, previousRunId: null } };
     },
     async state(id: string) {
       checkId(id);

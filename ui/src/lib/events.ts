@@ -8,7 +8,8 @@
 import { api } from './api.js';
 import type { Entry, LiveChunk, SessionState } from './types.js';
 
-export type ConnectionStatus = 'connecting' | 'live' | 'reconnecting';
+/** `ended`: the session closed; the server said so and nothing more will come. */
+export type ConnectionStatus = 'connecting' | 'live' | 'reconnecting' | 'ended';
 
 export interface StreamHandlers {
   entry(entry: Entry): void;
@@ -61,6 +62,12 @@ export function openSessionStream(id: string, fromSeq: number | null, handlers: 
     current.addEventListener('live', (event) => {
       const chunk = parse<LiveChunk>(event);
       if (chunk) handlers.live(chunk);
+    });
+    current.addEventListener('closed', () => {
+      closed = true;
+      window.removeEventListener('online', online);
+      current.close();
+      handlers.status('ended');
     });
     current.addEventListener('error', (event) => {
       if (closed || source !== current) return;
