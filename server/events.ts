@@ -128,21 +128,28 @@ export class SessionEvents {
   /** Waits on the history; reads the workflow only when it grew; ends with the session. */
   private async follow(id: string, watch: Watch) {
     let position: HistoryPosition | null = this.positions.get(id) ?? null;
+    let failures = 0;
     while (!watch.stop.signal.aborted) {
       try {
         const news = await this.sessions.historyAfter(id, position, watch.stop.signal);
         position = news.ended === 'continued' ? null : news.position;
         this.remember(id, position);
-        if (news.changed || news.ended) await this.refresh(id, watch);
         if (news.ended === 'closed') {
-          await this.keepClosed(id, news.position.runId);
+          // Best effort, once: every query of a closed run replays it on the worker, so a failure
+          // here must not turn into a loop of replays. A later subscriber reads it afresh.
+          await this.refresh(id, watch).catch(() => undefined);
+          await this.keepClosed(id, news.position.runId).catch(() => undefined);
           this.broadcast(watch, { type: 'closed' });
           this.stopWatch(id, watch);
+          return;
         }
+        if (news.changed || news.ended) await this.refresh(id, watch);
+        failures = 0;
       } catch {
-        // Temporal briefly unreachable, or the watch was stopped: try again unless stopped.
+        // Temporal briefly unreachable, or the watch was stopped: try again, backing off.
         if (watch.stop.signal.aborted) return;
-        await new Promise((resolve) => setTimeout(resolve, RETRY_MS));
+        failures++;
+        await new Promise((resolve) => setTimeout(resolve, Math.min(RETRY_MS * 2 ** (failures - 1), 30_000)));
       }
     }
   }
@@ -181,7 +188,9 @@ export class SessionEvents {
 
   private async keepClosed(id: string, runId: string) {
     this.queries++;
-    const [entries, state] = await Promise.all([this.sessions.fullTranscript(id), this.sessions.state(id)]);
+    // One after the other: two queries at once on one workflow are answered in turn anyway.
+    const entries = await this.sessions.fullTranscript(id);
+    const state = await this.sessions.state(id);
     this.closed.delete(id);
     this.closed.set(id, { runId, entries, state });
     if (this.closed.size > CLOSED_KEPT) this.closed.delete(this.closed.keys().next().value as string);

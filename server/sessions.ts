@@ -4,7 +4,8 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { WorkflowExecutionAlreadyStartedError, type Client, type WorkflowHandle } from '@temporalio/client';
-import { temporal } from '@temporalio/proto';
+// A CommonJS package: under Node's ESM loader its namespaces hang off the default export.
+import proto from '@temporalio/proto';
 import { readFullTranscript } from '../activities/agent/transcript.js';
 import { breakglassSession } from '../workflows/session.js';
 import {
@@ -29,7 +30,7 @@ import { LAST_VERB, OPERATOR, OUTCOME, TARGET, VM_STATE, WORDS } from '../workfl
 import { listQuery, searchWords, type ListFilter } from './session-search.js';
 import type { SessionPolicy, SessionState, SessionTarget, TranscriptEntry, TranscriptPage } from '../workflows/session-types.js';
 
-const EventType = temporal.api.enums.v1.EventType;
+const EventType = proto.temporal.api.enums.v1.EventType;
 /** History events that end a run; the session goes on in a new run only after ContinuedAsNew. */
 const RUN_ENDS = new Set([
   EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED,
@@ -203,18 +204,27 @@ export class Sessions {
   async historyAfter(id: string, position: HistoryPosition | null, signal: AbortSignal): Promise<HistoryNews> {
     const runId = position?.runId ?? (await this.handle(id).describe()).runId;
     const { connection } = this.client;
-    const response = await connection.withAbortSignal(signal, () =>
-      connection.withDeadline(Date.now() + 60_000, () =>
-        this.client.workflowService.getWorkflowExecutionHistory({
-          namespace: this.options.namespace,
-          execution: { workflowId: id, runId },
-          waitNewEvent: true,
-          maximumPageSize: HISTORY_PAGE,
-          skipArchival: true,
-          ...(position?.token ? { nextPageToken: position.token } : {}),
-        }),
-      ),
-    );
+    // A signal per call, tied to the caller's: the SDK leaves its listener on the signal it is given.
+    const call = new AbortController();
+    const stop = () => call.abort();
+    signal.addEventListener('abort', stop, { once: true });
+    let response: Awaited<ReturnType<typeof this.client.workflowService.getWorkflowExecutionHistory>>;
+    try {
+      response = await connection.withAbortSignal(call.signal, () =>
+        connection.withDeadline(Date.now() + 60_000, () =>
+          this.client.workflowService.getWorkflowExecutionHistory({
+            namespace: this.options.namespace,
+            execution: { workflowId: id, runId },
+            waitNewEvent: true,
+            maximumPageSize: HISTORY_PAGE,
+            skipArchival: true,
+            ...(position?.token ? { nextPageToken: position.token } : {}),
+          }),
+        ),
+      );
+    } finally {
+      signal.removeEventListener('abort', stop);
+    }
     const events = response.history?.events ?? [];
     const last = events.at(-1)?.eventType;
     let ended: HistoryNews['ended'] = last !== undefined && last !== null && RUN_ENDS.has(last) ? (last === EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW ? 'continued' : 'closed') : null;

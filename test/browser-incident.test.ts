@@ -83,7 +83,11 @@ async function threeTapCycle(page: Page, size: 'phone' | 'desktop'): Promise<str
   const opened = Date.now();
   await tap(page, page.locator('form:has(#new-session-description) button[type=submit]'), taps, 'Open session');
   const cycle = verbButton(page, 'Cycle');
-  await cycle.waitFor();
+  await cycle.waitFor().catch(async (error: Error) => {
+    // Say what the page showed instead (a toast, a load error, the list).
+    const shown = ((await page.locator('body').textContent().catch(() => '')) ?? '').replace(/\s+/g, ' ').slice(0, 600);
+    throw new Error(`${error.message}\nthe page at ${page.url()} showed: ${shown}`);
+  });
   await expect.poll(() => cycle.isEnabled()).toBe(true);
   const cycleReady = Date.now() - opened;
   // Looked at without a tap: the VM panel is filled.
