@@ -41,8 +41,8 @@ async function commandRunBy(handle: WorkflowHandle, command: string): Promise<st
 }
 
 /**
- * The rollout step. The server refuses it until the new build's workers have polled every task
- * queue of the current version (workflows and activities), a moment after they start.
+ * The rollout step. The server refuses it until the new build's workers are known to the
+ * deployment and have polled every task queue of the current version, a moment after they start.
  */
 async function setCurrentVersion(buildId: string): Promise<void> {
   const deadline = Date.now() + 30_000;
@@ -51,7 +51,8 @@ async function setCurrentVersion(buildId: string): Promise<void> {
       await temporalCli(['worker', 'deployment', 'set-current-version', '--deployment-name', 'breakglass-test', '--build-id', buildId, '--yes']);
       return;
     } catch (error) {
-      if (Date.now() > deadline || !/missing active task queues/.test(String((error as { stderr?: string }).stderr))) throw error;
+      // Refused until the new build's workers have registered, then until they poll every queue.
+      if (Date.now() > deadline || !/missing active task queues|Version not found in deployment/.test(String((error as { stderr?: string }).stderr))) throw error;
       await new Promise((r) => setTimeout(r, 500));
     }
   }
