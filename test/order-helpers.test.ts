@@ -16,7 +16,7 @@ describe('ordering assertions', () => {
     // What a bare indexOf comparison would have let through: forensics is absent (-1), and yet
     // "-1 < index of the verb" holds. This line is the negative control, not an ordering check.
     expect(withoutForensics.indexOf('forensics')).toBe(-1);
-    expect(withoutForensics.indexOf('forensics') < withoutForensics.indexOf('verb-result')).toBe(true);
+    expect(withoutForensics.indexOf('verb-result')).toBeGreaterThan(withoutForensics.indexOf('forensics'));
     expect(() => expectInOrder(withoutForensics, 'forensics', 'verb-result')).toThrow(/forensics is missing/);
     expect(() => expectOrdered({ forensics: -1, 'verb-result': 3 })).toThrow(/forensics is missing/);
   });

@@ -4,6 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { nextStep, suggestedReasons } from '../ui/src/lib/suggestions.js';
+import { fakeState } from './helpers/abuse-fakes.js';
 import type { SessionState } from '../workflows/session-types.js';
 import type { ForensicsResult, VmState } from '../workflows/pve-types.js';
 
@@ -18,31 +19,14 @@ const vm = (over: Partial<VmState> = {}): VmState => ({
   ...over,
 });
 
-const session = (over: Partial<SessionState> = {}): SessionState =>
-  ({
-    workflowId: 'bg-test',
-    runId: 'run',
-    target: { devvm: 'devvm', vmid: 102 },
-    operator: 'alice',
-    description: 'SSH to the devvm hangs',
-    startedAt: 0,
-    policy: { mutatingVerbs: 'autonomous', agentCommands: 'allowlist', toolCallsPerMessage: 20 },
-    paused: false,
-    pauseReason: '',
-    ended: false,
-    outcome: null,
-    vm: vm(),
-    vmCheckedAt: 1,
-    devvmReachable: null,
-    lastVerb: '',
-    running: null,
-    queue: [],
-    pendingApprovals: [],
-    budget: { toolCallsUsed: 0, toolCallsPerMessage: 20, tokens: { input: 0, output: 0, cacheRead: 0, cacheWrite: 0 }, costUsd: 0 },
-    agent: { enabled: true, reason: '', thinking: false, turns: 0, awaiting: [] },
-    transcript: { firstSeq: 1, nextSeq: 1, previousRunId: null },
-    ...over,
-  }) as SessionState;
+const session = (over: Partial<SessionState> = {}): SessionState => ({
+  ...fakeState('bg-test'),
+  description: 'SSH to the devvm hangs',
+  vm: vm(),
+  vmCheckedAt: 1,
+  agent: { enabled: true, reason: '', thinking: false, turns: 0, awaiting: [] },
+  ...over,
+});
 
 const frozen = (qmpAnswered: boolean) => ({ at: 5, result: { summary: { qmpAnswered, ioVerdict: 'frozen', ioFrozen: true, stallSigns: ['D threads'] } } as unknown as ForensicsResult });
 

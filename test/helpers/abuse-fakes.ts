@@ -40,7 +40,8 @@ function plainObject(value: unknown): value is Record<string, unknown> {
   return proto === Object.prototype || proto === null;
 }
 
-function fakeState(id: string): SessionState {
+/** A plausible session state (no VM look yet, agent off); tests override what they need. */
+export function fakeState(id: string): SessionState {
   return {
     workflowId: id,
     runId: 'run-1',
